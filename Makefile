@@ -1,0 +1,42 @@
+# tutor_llm -- PGXS build of the extension, plus the standalone core.
+#
+#   make && make install          the extension (and the CUDA plugin when nvcc exists)
+#   make installcheck             pg_regress against a running server
+#   make check-core               core unit tests (cmocka), no PostgreSQL needed
+#   make check-sanitize           the same under ASan + UBSan
+#   make check-cuda               CUDA/CPU parity (skips without a device)
+#   make bench                    core benchmark (prints figures; not a test)
+
+EXTENSION = tutor_llm
+MODULE_big = tutor_llm
+DATA = sql/tutor_llm--0.1.0.sql
+PGFILEDESC = "tutor_llm - personalised learning inside PostgreSQL"
+
+# The compute core and the models never include postgres.h; src/pg is the glue.
+CORE_SRCS = $(wildcard src/core/*.c) $(wildcard src/models/*.c)
+PG_SRCS = $(wildcard src/pg/*.c)
+OBJS = $(CORE_SRCS:.c=.o) $(PG_SRCS:.c=.o)
+
+REGRESS = version guc device selftest
+REGRESS_OPTS = --inputdir=test --outputdir=build/regress
+
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+
+# Core sources are C11 with declarations where they are used.
+PG_CFLAGS = -std=gnu11 -Wno-declaration-after-statement
+PG_CPPFLAGS = -Isrc/core -Isrc/models $(BLAS_CFLAGS)
+SHLIB_LINK = $(BLAS_LIBS) -lm -ldl
+EXTRA_CLEAN = build
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+include test/core.mk
+-include kernels/cuda.mk
+
+all: cuda-plugin
+install: install-cuda
+
+.PHONY: check-core check-sanitize check-cuda bench cuda-plugin install-cuda

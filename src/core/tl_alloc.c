@@ -1,0 +1,42 @@
+/*
+ * tl_alloc.c -- allocation through a replaceable allocator.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "tl_alloc.h"
+
+static tl_allocator tl_current_allocator;	/* zero: use calloc/free */
+
+void
+tl_set_allocator(const tl_allocator *allocator)
+{
+	if (allocator)
+		tl_current_allocator = *allocator;
+	else
+		tl_current_allocator = (tl_allocator) {0};
+}
+
+/* Zeroed count*size bytes, or NULL on overflow or exhaustion. */
+void *
+tl_alloc(size_t count, size_t size)
+{
+	if (count == 0 || size == 0)
+		count = size = 1;		/* a valid, freeable pointer */
+	if (count > SIZE_MAX / size)
+		return NULL;
+	if (tl_current_allocator.alloc)
+		return tl_current_allocator.alloc(count * size, tl_current_allocator.arg);
+	return calloc(count, size);
+}
+
+void
+tl_free(void *ptr)
+{
+	if (!ptr)
+		return;
+	if (tl_current_allocator.release)
+		tl_current_allocator.release(ptr, tl_current_allocator.arg);
+	else
+		free(ptr);
+}

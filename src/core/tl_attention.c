@@ -1,0 +1,161 @@
+/*
+ * tl_attention.c -- causal multi-head self-attention with key padding.
+ *
+ * For each (sequence b, head h) the head's slice of q, k, v is a (T, hd)
+ * matrix with row stride D = H*hd inside the (B, T, D) activations, so
+ * the two matmuls of each head are strided cblas_sgemm calls with no
+ * copies.  The probabilities (B, H, T, T) are kept for the backward pass.
+ */
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+#include "tl_alloc.h"
+#include "tl_ops.h"
+
+static tl_status
+tl_check_attention(const tl_attn_dims *dims, const tl_tensor *q, const tl_tensor *k,
+				   const tl_tensor *v, const tl_tensor *probs)
+{
+	int64_t		d;
+
+	if (dims->batch <= 0 || dims->seq <= 0 || dims->heads <= 0 || dims->head_dim <= 0)
+		return tl_fail(TL_ERR_ARG, "attention dimensions must be positive");
+	if (dims->seq > INT_MAX / 2 || dims->heads > INT_MAX / dims->head_dim)
+		return tl_fail(TL_ERR_ARG, "attention dimensions are too large");
+	d = dims->heads * dims->head_dim;
+	TL_TRY(tl_expect_shape(q, "attention query", 3, TL_SHAPE(dims->batch, dims->seq, d)));
+	TL_TRY(tl_expect_shape(k, "attention key", 3, TL_SHAPE(dims->batch, dims->seq, d)));
+	TL_TRY(tl_expect_shape(v, "attention value", 3, TL_SHAPE(dims->batch, dims->seq, d)));
+	TL_TRY(tl_expect_shape(probs, "attention probabilities", 4,
+						   TL_SHAPE(dims->batch, dims->heads, dims->seq, dims->seq)));
+	return TL_OK;
+}
+
+/*
+ * Masked softmax of one score row in place: entries j > i (future) or
+ * with an invalid key become 0; a row with no visible key becomes all 0.
+ */
+static void
+tl_attention_softmax_row(float *row, int64_t i, int64_t seq, const uint8_t *key_valid)
+{
+	float		max = -INFINITY;
+	double		sum = 0.0;
+
+	for (int64_t j = 0; j <= i; j++)
+		if ((!key_valid || key_valid[j]) && row[j] > max)
+			max = row[j];
+	if (max == -INFINITY)
+	{
+		memset(row, 0, sizeof(float) * seq);
+		return;
+	}
+	for (int64_t j = 0; j <= i; j++)
+	{
+		if (!key_valid || key_valid[j])
+		{
+			row[j] = expf(row[j] - max);
+			sum += row[j];
+		}
+		else
+			row[j] = 0.0f;
+	}
+	for (int64_t j = 0; j <= i; j++)
+		row[j] = (float) (row[j] / sum);
+	for (int64_t j = i + 1; j < seq; j++)
+		row[j] = 0.0f;
+}
+
+tl_status
+tl_attention_fwd(tl_tensor *out, tl_tensor *probs,
+				 const tl_tensor *q, const tl_tensor *k, const tl_tensor *v,
+				 const uint8_t *key_valid, tl_attn_dims dims)
+{
+	int64_t		T = dims.seq,
+				hd = dims.head_dim,
+				D = dims.heads * dims.head_dim;
+	float		scale = 1.0f / sqrtf((float) hd);
+
+	TL_TRY(tl_check_attention(&dims, q, k, v, probs));
+	TL_TRY(tl_expect_same_shape(out, "attention output", q, "attention query"));
+
+	for (int64_t b = 0; b < dims.batch; b++)
+	{
+		const uint8_t *valid = key_valid ? key_valid + b * T : NULL;
+
+		for (int64_t h = 0; h < dims.heads; h++)
+		{
+			int64_t		base = b * T * D + h * hd;
+			float	   *P = probs->data + (b * dims.heads + h) * T * T;
+
+			/* S = scale * Q K^T, then the masked softmax row by row */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) T, (int) T, (int) hd,
+						scale, q->data + base, (int) D, k->data + base, (int) D, 0.0f, P, (int) T);
+			for (int64_t i = 0; i < T; i++)
+				tl_attention_softmax_row(P + i * T, i, T, valid);
+			/* O = P V */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) T, (int) hd, (int) T,
+						1.0f, P, (int) T, v->data + base, (int) D, 0.0f, out->data + base, (int) D);
+		}
+	}
+	return TL_OK;
+}
+
+tl_status
+tl_attention_bwd(tl_tensor *dq, tl_tensor *dk, tl_tensor *dv,
+				 const tl_tensor *dout, const tl_tensor *probs,
+				 const tl_tensor *q, const tl_tensor *k, const tl_tensor *v,
+				 tl_attn_dims dims)
+{
+	int64_t		T = dims.seq,
+				hd = dims.head_dim,
+				D = dims.heads * dims.head_dim;
+	float		scale = 1.0f / sqrtf((float) hd);
+	float	   *dS;
+
+	TL_TRY(tl_check_attention(&dims, q, k, v, probs));
+	TL_TRY(tl_expect_same_shape(dout, "attention output gradient", q, "attention query"));
+	TL_TRY(tl_expect_same_shape(dq, "attention query gradient", q, "attention query"));
+	TL_TRY(tl_expect_same_shape(dk, "attention key gradient", q, "attention query"));
+	TL_TRY(tl_expect_same_shape(dv, "attention value gradient", q, "attention query"));
+
+	dS = tl_alloc((size_t) (T * T), sizeof(float));
+	if (!dS)
+		return tl_fail(TL_ERR_NOMEM, "cannot allocate attention scratch of %lld floats", (long long) (T * T));
+
+	for (int64_t b = 0; b < dims.batch; b++)
+		for (int64_t h = 0; h < dims.heads; h++)
+		{
+			int64_t		base = b * T * D + h * hd;
+			const float *P = probs->data + (b * dims.heads + h) * T * T;
+
+			/* dV = P^T dO */
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int) T, (int) hd, (int) T,
+						1.0f, P, (int) T, dout->data + base, (int) D, 0.0f, dv->data + base, (int) D);
+			/* dP = dO V^T */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) T, (int) T, (int) hd,
+						1.0f, dout->data + base, (int) D, v->data + base, (int) D, 0.0f, dS, (int) T);
+			/* dS = P * (dP - rowsum(P * dP)) * scale; masked entries have P = 0 */
+			for (int64_t i = 0; i < T; i++)
+			{
+				const float *Pr = P + i * T;
+				float	   *dr = dS + i * T;
+				double		dot = 0.0;
+
+				for (int64_t j = 0; j <= i; j++)
+					dot += (double) Pr[j] * dr[j];
+				for (int64_t j = 0; j <= i; j++)
+					dr[j] = Pr[j] * (dr[j] - (float) dot) * scale;
+				for (int64_t j = i + 1; j < T; j++)
+					dr[j] = 0.0f;
+			}
+			/* dQ = dS K, dK = dS^T Q */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) T, (int) hd, (int) T,
+						1.0f, dS, (int) T, k->data + base, (int) D, 0.0f, dq->data + base, (int) D);
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int) T, (int) hd, (int) T,
+						1.0f, dS, (int) T, q->data + base, (int) D, 0.0f, dk->data + base, (int) D);
+		}
+	tl_free(dS);
+	return TL_OK;
+}
