@@ -18,7 +18,7 @@ PG_SRCS = $(wildcard src/pg/*.c)
 OBJS = $(CORE_SRCS:.c=.o) $(PG_SRCS:.c=.o)
 
 REGRESS = version guc device selftest
-REGRESS_OPTS = --inputdir=test --outputdir=build/regress
+REGRESS_OPTS = --outputdir=build/regress
 
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
@@ -40,3 +40,9 @@ all: cuda-plugin
 install: install-cuda
 
 .PHONY: check-core check-sanitize check-cuda bench cuda-plugin install-cuda
+
+# pg_regress writes its results under build/ rather than the source tree.
+installcheck: regress-outputdir
+regress-outputdir:
+	@mkdir -p build/regress
+.PHONY: regress-outputdir

@@ -84,9 +84,9 @@ tl_cuda_try_load(const char *plugin_path)
 	}
 	if (count <= 0)
 	{
-		snprintf(tl_cuda_state.reason, sizeof(tl_cuda_state.reason),
-				 "no CUDA device is present%s%s",
-				 *api->last_error() ? ": " : "", api->last_error());
+		/* the plugin's message names the driver's reason, when it has one */
+		snprintf(tl_cuda_state.reason, sizeof(tl_cuda_state.reason), "%s",
+				 *api->last_error() ? api->last_error() : "no CUDA device is present");
 		return;
 	}
 	tl_cuda_state.api = api;
