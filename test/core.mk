@@ -2,7 +2,7 @@
 # PostgreSQL headers, its own flags, objects under build/.  Included by
 # the top-level Makefile.
 
-CORE_CFLAGS = -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter -Wshadow -fPIC \
+CORE_CFLAGS = -std=gnu11 -O3 -g -fopenmp-simd -fno-trapping-math -Wall -Wextra -Wno-unused-parameter -Wshadow -fPIC \
 	-Isrc/core -Isrc/models $(BLAS_CFLAGS)
 CORE_LDLIBS = $(BLAS_LIBS) -lm -ldl
 SANITIZE_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -16,11 +16,11 @@ UNIT_TESTS = test_ops test_attention test_optim test_train
 UNIT_BINS = $(addprefix build/core/,$(UNIT_TESTS))
 ASAN_BINS = $(addprefix build/asan/,$(UNIT_TESTS))
 
-build/core/%.o: src/%.c $(wildcard src/core/*.h src/models/*.h)
+build/core/%.o: src/%.c $(wildcard src/core/*.h src/models/*.h) test/core.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CORE_CFLAGS) -c $< -o $@
 
-build/asan/%.o: src/%.c $(wildcard src/core/*.h src/models/*.h)
+build/asan/%.o: src/%.c $(wildcard src/core/*.h src/models/*.h) test/core.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CORE_CFLAGS) $(SANITIZE_FLAGS) -c $< -o $@
 

@@ -144,7 +144,11 @@ tl_cpu_count(void)
 void
 tl_set_num_threads(int n)
 {
-	openblas_set_num_threads(n > 0 ? n : tl_cpu_count());
+	int			threads = n > 0 ? n : tl_cpu_count();
+
+	/* setting the count wakes OpenBLAS's pool: skip it when nothing changes */
+	if (openblas_get_num_threads() != threads)
+		openblas_set_num_threads(threads);
 }
 
 int

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "tl_math.h"
 #include "tl_ops.h"
 #include "tl_rng.h"
 
@@ -190,6 +191,31 @@ tl_linear_bwd(tl_tensor *dx, tl_tensor *dw, tl_tensor *db,
  * layer norm and RMS norm
  * ====================================================================== */
 
+/* One row of layer norm; returns mean and rstd. */
+TL_SIMD_CLONES static void
+tl_layernorm_row(float *y, float *mean_out, float *rstd_out, const float *x,
+				 const float *gamma, const float *beta, int64_t d, float eps)
+{
+	float		sum = 0.0f,
+				sq = 0.0f,
+				mu,
+				rs;
+
+#pragma omp simd reduction(+:sum)
+	for (int64_t j = 0; j < d; j++)
+		sum += x[j];
+	mu = sum / (float) d;
+#pragma omp simd reduction(+:sq)
+	for (int64_t j = 0; j < d; j++)
+		sq += (x[j] - mu) * (x[j] - mu);
+	rs = 1.0f / sqrtf(sq / (float) d + eps);
+#pragma omp simd
+	for (int64_t j = 0; j < d; j++)
+		y[j] = (x[j] - mu) * rs * gamma[j] + beta[j];
+	*mean_out = mu;
+	*rstd_out = rs;
+}
+
 tl_status
 tl_layernorm_fwd(tl_tensor *y, tl_tensor *mean, tl_tensor *rstd,
 				 const tl_tensor *x, const tl_tensor *gamma, const tl_tensor *beta, float eps)
@@ -210,30 +236,37 @@ tl_layernorm_fwd(tl_tensor *y, tl_tensor *mean, tl_tensor *rstd,
 		return tl_fail(TL_ERR_ARG, "layer norm epsilon must be positive");
 
 	for (int64_t i = 0; i < n; i++)
-	{
-		const float *xr = x->data + i * d;
-		float	   *yr = y->data + i * d;
-		double		sum = 0.0,
-					sq = 0.0;
-		float		mu,
-					rs;
-
-		for (int64_t j = 0; j < d; j++)
-			sum += xr[j];
-		mu = (float) (sum / d);
-		for (int64_t j = 0; j < d; j++)
-		{
-			float		c = xr[j] - mu;
-
-			sq += (double) c * c;
-		}
-		rs = (float) (1.0 / sqrt(sq / d + eps));
-		mean->data[i] = mu;
-		rstd->data[i] = rs;
-		for (int64_t j = 0; j < d; j++)
-			yr[j] = (xr[j] - mu) * rs * gamma->data[j] + beta->data[j];
-	}
+		tl_layernorm_row(y->data + i * d, &mean->data[i], &rstd->data[i], x->data + i * d,
+						 gamma->data, beta->data, d, eps);
 	return TL_OK;
+}
+
+/* One row of the layer norm backward pass; gamma/beta grads accumulate. */
+TL_SIMD_CLONES static void
+tl_layernorm_bwd_row(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+					 float mu, float rs, const float *gamma, int64_t d)
+{
+	float		sum_g = 0.0f,
+				sum_gx = 0.0f,
+				mean_g,
+				mean_gx;
+
+#pragma omp simd reduction(+:sum_g, sum_gx)
+	for (int64_t j = 0; j < d; j++)
+	{
+		float		xhat = (x[j] - mu) * rs;
+		float		g = dy[j] * gamma[j];
+
+		sum_g += g;
+		sum_gx += g * xhat;
+		dgamma[j] += dy[j] * xhat;
+		dbeta[j] += dy[j];
+	}
+	mean_g = sum_g / (float) d;
+	mean_gx = sum_gx / (float) d;
+#pragma omp simd
+	for (int64_t j = 0; j < d; j++)
+		dx[j] = rs * (dy[j] * gamma[j] - mean_g - (x[j] - mu) * rs * mean_gx);
 }
 
 tl_status
@@ -257,36 +290,8 @@ tl_layernorm_bwd(tl_tensor *dx, tl_tensor *dgamma, tl_tensor *dbeta,
 	TL_TRY(tl_expect_numel(dbeta, "layer norm bias gradient", d));
 
 	for (int64_t i = 0; i < n; i++)
-	{
-		const float *xr = x->data + i * d;
-		const float *dyr = dy->data + i * d;
-		float	   *dxr = dx->data + i * d;
-		float		mu = mean->data[i],
-					rs = rstd->data[i];
-		double		sum_g = 0.0,
-					sum_gx = 0.0;
-		float		mean_g,
-					mean_gx;
-
-		for (int64_t j = 0; j < d; j++)
-		{
-			float		xhat = (xr[j] - mu) * rs;
-			float		g = dyr[j] * gamma->data[j];
-
-			sum_g += g;
-			sum_gx += (double) g * xhat;
-			dgamma->data[j] += dyr[j] * xhat;
-			dbeta->data[j] += dyr[j];
-		}
-		mean_g = (float) (sum_g / d);
-		mean_gx = (float) (sum_gx / d);
-		for (int64_t j = 0; j < d; j++)
-		{
-			float		xhat = (xr[j] - mu) * rs;
-
-			dxr[j] = rs * (dyr[j] * gamma->data[j] - mean_g - xhat * mean_gx);
-		}
-	}
+		tl_layernorm_bwd_row(dx->data + i * d, dgamma->data, dbeta->data, dy->data + i * d,
+							 x->data + i * d, mean->data[i], rstd->data[i], gamma->data, d);
 	return TL_OK;
 }
 
@@ -369,16 +374,54 @@ tl_rmsnorm_bwd(tl_tensor *dx, tl_tensor *dgamma, const tl_tensor *dy, const tl_t
 #define TL_INV_SQRT2 0.70710678118654752440f
 #define TL_INV_SQRT_2PI 0.39894228040143267794f
 
+TL_SIMD_CLONES static void
+tl_gelu_loop(float *y, const float *x, int64_t n)
+{
+#pragma omp simd
+	for (int64_t i = 0; i < n; i++)
+		y[i] = 0.5f * x[i] * (1.0f + tl_erff(x[i] * TL_INV_SQRT2));
+}
+
+/* dx = dy * (Phi(x) + x * phi(x)); dx may alias dy. */
+TL_SIMD_CLONES static void
+tl_gelu_bwd_loop(float *dx, const float *dy, const float *x, int64_t n)
+{
+#pragma omp simd
+	for (int64_t i = 0; i < n; i++)
+	{
+		float		v = x[i];
+		float		cdf = 0.5f * (1.0f + tl_erff(v * TL_INV_SQRT2));
+		float		pdf = TL_INV_SQRT_2PI * tl_expf(-0.5f * v * v);
+
+		dx[i] = dy[i] * (cdf + v * pdf);
+	}
+}
+
+TL_SIMD_CLONES static void
+tl_silu_loop(float *y, const float *x, int64_t n)
+{
+#pragma omp simd
+	for (int64_t i = 0; i < n; i++)
+		y[i] = x[i] * tl_sigmoidf(x[i]);
+}
+
+TL_SIMD_CLONES static void
+tl_silu_bwd_loop(float *dx, const float *dy, const float *x, int64_t n)
+{
+#pragma omp simd
+	for (int64_t i = 0; i < n; i++)
+	{
+		float		s = tl_sigmoidf(x[i]);
+
+		dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
+	}
+}
+
 tl_status
 tl_gelu_fwd(tl_tensor *y, const tl_tensor *x)
 {
 	TL_TRY(tl_expect_same_shape(y, "GELU output", x, "GELU input"));
-	for (int64_t i = 0; i < x->numel; i++)
-	{
-		float		v = x->data[i];
-
-		y->data[i] = 0.5f * v * (1.0f + erff(v * TL_INV_SQRT2));
-	}
+	tl_gelu_loop(y->data, x->data, x->numel);
 	return TL_OK;
 }
 
@@ -387,29 +430,15 @@ tl_gelu_bwd(tl_tensor *dx, const tl_tensor *dy, const tl_tensor *x)
 {
 	TL_TRY(tl_expect_same_shape(dy, "GELU output gradient", x, "GELU input"));
 	TL_TRY(tl_expect_same_shape(dx, "GELU input gradient", x, "GELU input"));
-	for (int64_t i = 0; i < x->numel; i++)
-	{
-		float		v = x->data[i];
-		float		cdf = 0.5f * (1.0f + erff(v * TL_INV_SQRT2));
-		float		pdf = TL_INV_SQRT_2PI * expf(-0.5f * v * v);
-
-		dx->data[i] = dy->data[i] * (cdf + v * pdf);
-	}
+	tl_gelu_bwd_loop(dx->data, dy->data, x->data, x->numel);
 	return TL_OK;
-}
-
-static inline float
-tl_sigmoid(float v)
-{
-	return 1.0f / (1.0f + expf(-v));
 }
 
 tl_status
 tl_silu_fwd(tl_tensor *y, const tl_tensor *x)
 {
 	TL_TRY(tl_expect_same_shape(y, "SiLU output", x, "SiLU input"));
-	for (int64_t i = 0; i < x->numel; i++)
-		y->data[i] = x->data[i] * tl_sigmoid(x->data[i]);
+	tl_silu_loop(y->data, x->data, x->numel);
 	return TL_OK;
 }
 
@@ -418,33 +447,29 @@ tl_silu_bwd(tl_tensor *dx, const tl_tensor *dy, const tl_tensor *x)
 {
 	TL_TRY(tl_expect_same_shape(dy, "SiLU output gradient", x, "SiLU input"));
 	TL_TRY(tl_expect_same_shape(dx, "SiLU input gradient", x, "SiLU input"));
-	for (int64_t i = 0; i < x->numel; i++)
-	{
-		float		v = x->data[i];
-		float		s = tl_sigmoid(v);
-
-		dx->data[i] = dy->data[i] * s * (1.0f + v * (1.0f - s));
-	}
+	tl_silu_bwd_loop(dx->data, dy->data, x->data, x->numel);
 	return TL_OK;
 }
 
 /* Softmax of one row, stable against large logits. */
-static void
+TL_SIMD_CLONES static void
 tl_softmax_row(float *y, const float *x, int64_t d)
 {
-	float		max = x[0];
-	double		sum = 0.0;
-	float		inv;
+	float		max = x[0],
+				sum = 0.0f,
+				inv;
 
+#pragma omp simd reduction(max:max)
 	for (int64_t j = 1; j < d; j++)
-		if (x[j] > max)
-			max = x[j];
+		max = x[j] > max ? x[j] : max;
+#pragma omp simd reduction(+:sum)
 	for (int64_t j = 0; j < d; j++)
 	{
-		y[j] = expf(x[j] - max);
+		y[j] = tl_expf(x[j] - max);
 		sum += y[j];
 	}
-	inv = (float) (1.0 / sum);
+	inv = 1.0f / sum;
+#pragma omp simd
 	for (int64_t j = 0; j < d; j++)
 		y[j] *= inv;
 }
@@ -673,7 +698,7 @@ tl_bce_logits_bwd(tl_tensor *dlogits, const tl_tensor *logits, const tl_tensor *
 	{
 		float		w = weights ? weights->data[i] : 1.0f;
 
-		dlogits->data[i] = w * scale * (tl_sigmoid(logits->data[i]) - targets->data[i]);
+		dlogits->data[i] = w * scale * (tl_sigmoidf(logits->data[i]) - targets->data[i]);
 	}
 	return TL_OK;
 }

@@ -3,6 +3,7 @@
  * the pointwise, row-wise, linear, dropout and loss ops.
  */
 #include "unit.h"
+#include "tl_math.h"
 
 #define EPS 1e-3
 #define ATOL 2e-3
@@ -513,6 +514,38 @@ test_bce(void **state)
 	tl_tensor_free(&dlogits);
 }
 
+/* ---- vectorisable exp and erf against libm ------------------------------- */
+
+static void
+test_fast_math_accuracy(void **state)
+{
+	double		worst_exp = 0.0,
+				worst_erf = 0.0;
+
+	for (int i = 0; i <= 200000; i++)
+	{
+		float		x = -87.0f + 175.0f * (float) i / 200000.0f;
+		double		rel = fabs(tl_expf(x) - exp((double) x)) / exp((double) x);
+
+		worst_exp = fmax(worst_exp, rel);
+	}
+	for (int i = 0; i <= 200000; i++)
+	{
+		float		x = -6.0f + 12.0f * (float) i / 200000.0f;
+
+		worst_erf = fmax(worst_erf, fabs(tl_erff(x) - erf((double) x)));
+	}
+	print_message("  tl_expf max relative error %.2e, tl_erff max absolute error %.2e\n",
+				  worst_exp, worst_erf);
+	assert_true(worst_exp < 3e-7);
+	assert_true(worst_erf < 6e-7);
+	/* clamped, finite, and exact where it matters */
+	assert_true(isfinite(tl_expf(1000.0f)));
+	assert_true(tl_expf(-1000.0f) >= 0.0f && tl_expf(-1000.0f) < 1e-37f);
+	assert_float_equal(tl_expf(0.0f), 1.0f, 0);
+	assert_float_equal(tl_erff(0.0f), 0.0f, 1e-7);
+}
+
 /* ---- tensors ------------------------------------------------------------ */
 
 static void
@@ -544,6 +577,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_tensor_checks),
+		cmocka_unit_test(test_fast_math_accuracy),
 		cmocka_unit_test(test_linear),
 		cmocka_unit_test(test_embedding),
 		cmocka_unit_test(test_layernorm),
