@@ -43,11 +43,11 @@ build/core/bench_core: test/bench/bench_core.c $(CORE_LIB)
 check-core: $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do echo "== $$t"; $$t || exit 1; done
 
-# Leak checking stays off: OpenBLAS keeps per-thread buffers for the
-# process lifetime, which LeakSanitizer reports as leaks.
+# AddressSanitizer (with LeakSanitizer) and UndefinedBehaviorSanitizer;
+# any report fails the run.
 check-sanitize: $(ASAN_BINS)
-	@for t in $(ASAN_BINS); do echo "== $$t (ASan+UBSan)"; \
-		ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 $$t || exit 1; done
+	@for t in $(ASAN_BINS); do echo "== $$t (ASan+LSan+UBSan)"; \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 $$t || exit 1; done
 
 bench: build/core/bench_core $(CUDA_PLUGIN)
 	build/core/bench_core $(if $(CUDA_PLUGIN),$(abspath $(CUDA_PLUGIN)))
