@@ -7,9 +7,10 @@
 -- practice, so there is real signal for knowledge tracing to find.
 -- setseed() makes the data identical on every run.
 
+SET client_min_messages = warning;
 DROP SCHEMA IF EXISTS school CASCADE;
 CREATE SCHEMA school;
-SELECT setseed(0.42);
+DO $$ BEGIN PERFORM setseed(0.42); END $$;
 
 CREATE TABLE school.skills (
     skill_id   bigint PRIMARY KEY,
