@@ -510,8 +510,9 @@ tlcu_softmax_fwd(float *d_y, const float *d_x, int64_t rows, int64_t cols)
  * One block per (b, h, i) query row, rows numbered (b*H + h)*T + i, which
  * is also the row of probs (B, H, T, T).  The probs row doubles as the
  * score buffer:
- *   1. one warp per key j <= i: s_j = q_i . k_j * scale, or -inf when the
- *      key is padding; keys j > i are not looked at (causal);
+ *   1. one warp per key j <= i: s_j = q_i . k_j * scale - slope * (i - j),
+ *      or -inf when the key is padding; keys j > i are not looked at
+ *      (causal); slope is the head's ALiBi slope, 0 without ALiBi;
  *   2. block max; if it is -inf no key is visible: zero probs and output;
  *   3. p_j = exp(s_j - max) / sum, and p_j = 0 for j > i;
  *   4. out_i = sum_j p_j v_j, one thread per output column.
@@ -520,7 +521,7 @@ tlcu_softmax_fwd(float *d_y, const float *d_x, int64_t rows, int64_t cols)
 __global__ void
 attention_kernel(float *out, float *probs, const float *q, const float *k, const float *v,
 				 const uint8_t *key_valid, int64_t B, int64_t T, int64_t H, int64_t hd,
-				 float scale)
+				 float scale, int alibi)
 {
 	extern __shared__ float sq[];
 	__shared__ float sh[33];
@@ -538,6 +539,8 @@ attention_kernel(float *out, float *probs, const float *q, const float *k, const
 		const float *qi = q + (b * T + i) * D + h * hd;
 		float	   *oi = out + (b * T + i) * D + h * hd;
 		float	   *prow = probs + row * T;
+		/* the same expression as tl_alibi_slope() on the CPU */
+		const float slope = alibi ? exp2f(-8.0f * (float) (h + 1) / (float) H) : 0.0f;
 
 		__syncthreads();		/* the previous row is done with sq */
 		for (int64_t c = threadIdx.x; c < hd; c += blockDim.x)
@@ -559,7 +562,7 @@ attention_kernel(float *out, float *probs, const float *q, const float *k, const
 
 				for (int64_t c = lane; c < hd; c += 32)
 					acc += sq[c] * kj[c];
-				s = warp_sum(acc) * scale;
+				s = warp_sum(acc) * scale - slope * (float) (i - j);
 			}
 			if (lane == 0)
 				prow[j] = s;
@@ -618,7 +621,7 @@ attention_kernel(float *out, float *probs, const float *q, const float *k, const
 int
 tlcu_attention_fwd(float *d_out, float *d_probs, const float *d_q, const float *d_k,
 				   const float *d_v, const uint8_t *d_key_valid,
-				   int64_t batch, int64_t seq, int64_t heads, int64_t head_dim)
+				   int64_t batch, int64_t seq, int64_t heads, int64_t head_dim, int alibi)
 {
 	const char *op = "attention_fwd";
 	size_t		smem;
@@ -643,7 +646,7 @@ tlcu_attention_fwd(float *d_out, float *d_probs, const float *d_q, const float *
 	smem = (size_t) head_dim * sizeof(float);
 	attention_kernel<<<tlcu_blocks(batch * heads * seq, 1), TLCU_ATTN_BLOCK, smem>>>(
 		d_out, d_probs, d_q, d_k, d_v, d_key_valid, batch, seq, heads, head_dim,
-		1.0f / sqrtf((float) head_dim));
+		1.0f / sqrtf((float) head_dim), alibi);
 	TLCU_LAUNCH_CHECK("attention_fwd");
 	return TL_OK;
 }

@@ -80,7 +80,8 @@ TLCU_HIDDEN int tlcu_silu_fwd(float *d_y, const float *d_x, int64_t n);
 TLCU_HIDDEN int tlcu_softmax_fwd(float *d_y, const float *d_x, int64_t rows, int64_t cols);
 TLCU_HIDDEN int tlcu_attention_fwd(float *d_out, float *d_probs, const float *d_q, const float *d_k,
 								   const float *d_v, const uint8_t *d_key_valid,
-								   int64_t batch, int64_t seq, int64_t heads, int64_t head_dim);
+								   int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+								   int alibi);
 TLCU_HIDDEN int tlcu_dropout_fwd(float *d_y, const float *d_x, int64_t n, float p,
 								 uint64_t seed, uint64_t offset);
 TLCU_HIDDEN int tlcu_cross_entropy_fwd(float *h_loss, const float *d_logits, const int32_t *d_targets,

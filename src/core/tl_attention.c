@@ -45,12 +45,18 @@ tl_check_attention(const tl_attn_dims *dims, const tl_tensor *q, const tl_tensor
  * with an invalid key become 0; a row with no visible key becomes all 0.
  */
 TL_SIMD_CLONES static void
-tl_attention_softmax_row(float *row, int64_t i, int64_t seq, const uint8_t *key_valid)
+tl_attention_softmax_row(float *row, int64_t i, int64_t seq, const uint8_t *key_valid, float slope)
 {
 	float		max = -INFINITY,
 				sum = 0.0f,
 				inv;
 
+	if (slope != 0.0f)
+	{
+#pragma omp simd
+		for (int64_t j = 0; j <= i; j++)
+			row[j] -= slope * (float) (i - j);
+	}
 	for (int64_t j = 0; j <= i; j++)
 		if ((!key_valid || key_valid[j]) && row[j] > max)
 			max = row[j];
@@ -89,6 +95,12 @@ tl_attention_softmax_bwd_row(float *dp, const float *p, int64_t i, int64_t seq, 
 	memset(dp + i + 1, 0, sizeof(float) * (seq - i - 1));
 }
 
+float
+tl_alibi_slope(int64_t head, int64_t heads)
+{
+	return exp2f(-8.0f * (float) (head + 1) / (float) heads);
+}
+
 tl_status
 tl_attention_fwd(tl_tensor *out, tl_tensor *probs,
 				 const tl_tensor *q, const tl_tensor *k, const tl_tensor *v,
@@ -110,12 +122,13 @@ tl_attention_fwd(tl_tensor *out, tl_tensor *probs,
 		{
 			int64_t		base = b * T * D + h * hd;
 			float	   *P = probs->data + (b * dims.heads + h) * T * T;
+			float		slope = dims.alibi ? tl_alibi_slope(h, dims.heads) : 0.0f;
 
 			/* S = scale * Q K^T, then the masked softmax row by row */
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) T, (int) T, (int) hd,
 						scale, q->data + base, (int) D, k->data + base, (int) D, 0.0f, P, (int) T);
 			for (int64_t i = 0; i < T; i++)
-				tl_attention_softmax_row(P + i * T, i, T, valid);
+				tl_attention_softmax_row(P + i * T, i, T, valid, slope);
 			/* O = P V */
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) T, (int) hd, (int) T,
 						1.0f, P, (int) T, v->data + base, (int) D, 0.0f, out->data + base, (int) D);
@@ -168,5 +181,54 @@ tl_attention_bwd(tl_tensor *dq, tl_tensor *dk, tl_tensor *dv,
 						1.0f, dS, (int) T, q->data + base, (int) D, 0.0f, dk->data + base, (int) D);
 		}
 	tl_free(dS);
+	return TL_OK;
+}
+
+tl_status
+tl_attention_query_fwd(tl_tensor *out, const tl_tensor *q, const tl_tensor *k,
+					   const tl_tensor *v, const uint8_t *key_valid,
+					   int64_t pos, int64_t heads, bool alibi)
+{
+	int64_t		M,
+				T,
+				D,
+				hd,
+				keys;
+	float	   *scores;
+	float		scale;
+
+	TL_TRY(tl_expect_shape(k, "attention key", 2, TL_SHAPE(-1, -1)));
+	T = k->shape[0];
+	D = k->shape[1];
+	TL_TRY(tl_expect_shape(v, "attention value", 2, TL_SHAPE(T, D)));
+	TL_TRY(tl_expect_shape(q, "attention query", 2, TL_SHAPE(-1, D)));
+	TL_TRY(tl_expect_same_shape(out, "attention output", q, "attention query"));
+	if (heads <= 0 || D % heads != 0)
+		return tl_fail(TL_ERR_ARG, "%lld heads do not divide the width %lld", (long long) heads, (long long) D);
+	if (pos < 0 || pos >= T || T > INT_MAX || q->shape[0] > INT_MAX)
+		return tl_fail(TL_ERR_ARG, "query position %lld is outside 0..%lld", (long long) pos, (long long) T - 1);
+	M = q->shape[0];
+	hd = D / heads;
+	keys = pos + 1;
+	scale = 1.0f / sqrtf((float) hd);
+	scores = tl_alloc((size_t) (M * keys), sizeof(float));
+	if (!scores)
+		return tl_fail(TL_ERR_NOMEM, "cannot allocate attention scores for %lld queries", (long long) M);
+
+	for (int64_t h = 0; h < heads; h++)
+	{
+		float		slope = alibi ? tl_alibi_slope(h, heads) : 0.0f;
+
+		/* S (M, keys) = scale * Q_h K_h^T over keys 0..pos */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) M, (int) keys, (int) hd,
+					scale, q->data + h * hd, (int) D, k->data + h * hd, (int) D, 0.0f, scores, (int) keys);
+		/* each query sits at position pos: the last row of a causal softmax */
+		for (int64_t m = 0; m < M; m++)
+			tl_attention_softmax_row(scores + m * keys, pos, keys, key_valid, slope);
+		/* O_h (M, hd) = P V_h */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) M, (int) hd, (int) keys,
+					1.0f, scores, (int) keys, v->data + h * hd, (int) D, 0.0f, out->data + h * hd, (int) D);
+	}
+	tl_free(scores);
 	return TL_OK;
 }

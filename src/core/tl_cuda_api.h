@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TL_CUDA_ABI_VERSION 1
+#define TL_CUDA_ABI_VERSION 2
 #define TL_CUDA_ENTRY "tl_cuda_get_api"
 
 typedef struct tl_cuda_device_props
@@ -68,10 +68,14 @@ typedef struct tl_cuda_api
 	int			(*gelu_fwd) (float *d_y, const float *d_x, int64_t n);
 	int			(*silu_fwd) (float *d_y, const float *d_x, int64_t n);
 	int			(*softmax_fwd) (float *d_y, const float *d_x, int64_t rows, int64_t cols);
-	/* q, k, v, out (B, T, H*hd); probs (B, H, T, T); key_valid B*T bytes or NULL. */
+	/*
+	 * q, k, v, out (B, T, H*hd); probs (B, H, T, T); key_valid B*T bytes or
+	 * NULL; alibi nonzero adds -tl_alibi_slope(h, H) * (i - j) to scores.
+	 */
 	int			(*attention_fwd) (float *d_out, float *d_probs, const float *d_q, const float *d_k,
 								  const float *d_v, const uint8_t *d_key_valid,
-								  int64_t batch, int64_t seq, int64_t heads, int64_t head_dim);
+								  int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+								  int alibi);
 	int			(*dropout_fwd) (float *d_y, const float *d_x, int64_t n, float p,
 								uint64_t seed, uint64_t offset);
 	/* Mean loss written to host *h_loss. */

@@ -576,7 +576,7 @@ tl_cross_entropy_fwd(float *loss, const tl_tensor *logits, const int32_t *target
 {
 	int64_t		n,
 				c,
-				count;
+				count = 0;
 	double		total = 0.0;
 
 	if (!loss || !logits || !logits->data)
@@ -608,7 +608,7 @@ tl_cross_entropy_bwd(tl_tensor *dlogits, const tl_tensor *logits, const int32_t 
 {
 	int64_t		n,
 				c,
-				count;
+				count = 0;
 	float		scale;
 
 	TL_TRY(tl_expect_same_shape(dlogits, "cross-entropy logit gradient", logits, "cross-entropy logits"));

@@ -73,7 +73,9 @@ tl_status	tl_softmax_bwd(tl_tensor *dx, const tl_tensor *dy, const tl_tensor *y)
  * key_valid: B*T bytes, nonzero where position t of sequence b is a real
  * token, or NULL for "all valid".  Query i attends to keys j <= i that
  * are valid; a query with no valid key gets a zero output and gradient.
- * The scale is 1/sqrt(hd).
+ * The scale is 1/sqrt(hd).  With alibi, head h adds -slope_h * (i - j) to
+ * each score (ALiBi, Press et al. 2022): a recency bias with no
+ * parameters that works at any distance, so positions need no embedding.
  */
 typedef struct tl_attn_dims
 {
@@ -81,7 +83,22 @@ typedef struct tl_attn_dims
 	int64_t		seq;			/* T */
 	int64_t		heads;			/* H */
 	int64_t		head_dim;		/* hd */
+	bool		alibi;			/* add the distance bias */
 } tl_attn_dims;
+
+/* ALiBi slope of head h of H: 2^(-8 (h+1) / H). */
+float		tl_alibi_slope(int64_t head, int64_t heads);
+
+/*
+ * Attention of M queries placed at position `pos` over keys 0..pos of one
+ * sequence (inference: "what does the state after the history say about
+ * each of these questions?").  q, out: (M, H*hd); k, v: (T, H*hd) with
+ * T > pos; key_valid: T bytes or NULL.  The result for a query equals
+ * what tl_attention_fwd gives at row pos for the same query there.
+ */
+tl_status	tl_attention_query_fwd(tl_tensor *out, const tl_tensor *q, const tl_tensor *k,
+								   const tl_tensor *v, const uint8_t *key_valid,
+								   int64_t pos, int64_t heads, bool alibi);
 
 tl_status	tl_attention_fwd(tl_tensor *out, tl_tensor *probs,
 							 const tl_tensor *q, const tl_tensor *k, const tl_tensor *v,

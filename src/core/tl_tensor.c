@@ -39,7 +39,7 @@ tl_tensor_set_shape(tl_tensor *t, int ndim, const int64_t *shape, int64_t numel)
 tl_status
 tl_tensor_alloc(tl_tensor *t, int ndim, const int64_t *shape)
 {
-	int64_t		numel;
+	int64_t		numel = 0;
 
 	memset(t, 0, sizeof(*t));
 	TL_TRY(tl_shape_numel(ndim, shape, &numel));
@@ -54,7 +54,7 @@ tl_tensor_alloc(tl_tensor *t, int ndim, const int64_t *shape)
 tl_status
 tl_tensor_view(tl_tensor *t, float *data, int ndim, const int64_t *shape)
 {
-	int64_t		numel;
+	int64_t		numel = 0;
 
 	memset(t, 0, sizeof(*t));
 	if (!data)

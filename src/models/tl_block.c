@@ -68,7 +68,7 @@ tl_block_declare(tl_block *block, const tl_block_config *cfg, tl_params *ps, con
 }
 
 tl_status
-tl_block_cache_alloc(tl_block_cache *c, const tl_block_config *cfg, int64_t max_batch, int64_t max_seq)
+tl_block_cache_alloc(tl_block_cache *c, const tl_block_config *cfg, int64_t max_tokens, int64_t max_seq)
 {
 	int64_t		N,
 				D = cfg->d_model,
@@ -81,10 +81,11 @@ tl_block_cache_alloc(tl_block_cache *c, const tl_block_config *cfg, int64_t max_
 	int			nbufs = 0;
 
 	memset(c, 0, sizeof(*c));
-	if (max_batch <= 0 || max_seq <= 0 || max_batch > INT64_MAX / max_seq)
-		return tl_fail(TL_ERR_ARG, "block cache needs a positive batch and sequence length");
-	N = max_batch * max_seq;
-	c->max_batch = max_batch;
+	if (D <= 0 || F <= 0 || cfg->heads <= 0 || max_tokens <= 0 || max_seq <= 0 || max_seq > max_tokens ||
+		max_tokens > INT64_MAX / max_seq / cfg->heads / (F > D ? F : D))
+		return tl_fail(TL_ERR_ARG, "block cache needs 0 < max_seq <= max_tokens within range");
+	N = max_tokens;
+	c->max_tokens = max_tokens;
 	c->max_seq = max_seq;
 #define TL_BUF(field, n) (bufs[nbufs].slot = &c->field, bufs[nbufs++].floats = (n))
 	TL_BUF(x, N * D);
@@ -94,7 +95,7 @@ tl_block_cache_alloc(tl_block_cache *c, const tl_block_config *cfg, int64_t max_
 	TL_BUF(q, N * D);
 	TL_BUF(k, N * D);
 	TL_BUF(v, N * D);
-	TL_BUF(probs, max_batch * cfg->heads * max_seq * max_seq);
+	TL_BUF(probs, max_tokens * cfg->heads * max_seq);
 	TL_BUF(attn, N * D);
 	TL_BUF(x2, N * D);
 	TL_BUF(ln2, N * D);
@@ -115,8 +116,8 @@ tl_block_cache_alloc(tl_block_cache *c, const tl_block_config *cfg, int64_t max_
 		if (!*bufs[i].slot)
 		{
 			tl_block_cache_free(c);
-			return tl_fail(TL_ERR_NOMEM, "cannot allocate block activations for %lld x %lld tokens",
-						   (long long) max_batch, (long long) max_seq);
+			return tl_fail(TL_ERR_NOMEM, "cannot allocate block activations for %lld tokens",
+						   (long long) max_tokens);
 		}
 	}
 	return TL_OK;
@@ -182,16 +183,16 @@ tl_block_forward(const tl_block *block, const tl_params *ps, tl_block_cache *c,
 	TL_TRY(tl_expect_same_shape(y, "block output", x, "block input"));
 	B = x->shape[0];
 	T = x->shape[1];
-	if (B > c->max_batch || T > c->max_seq)
-		return tl_fail(TL_ERR_SHAPE, "block input (%lld x %lld) exceeds the cache (%lld x %lld)",
-					   (long long) B, (long long) T, (long long) c->max_batch, (long long) c->max_seq);
+	if (T > c->max_seq || B > c->max_tokens / T)
+		return tl_fail(TL_ERR_SHAPE, "block input (%lld x %lld) exceeds the cache (%lld tokens, sequences up to %lld)",
+					   (long long) B, (long long) T, (long long) c->max_tokens, (long long) c->max_seq);
 	N = B * T;
 	c->batch = B;
 	c->seq = T;
 	c->training = training;
 	c->seed = seed;
 	c->key_valid = key_valid;
-	dims = (tl_attn_dims) {B, T, H, D / H};
+	dims = (tl_attn_dims) {B, T, H, D / H, cfg->alibi};
 
 	for (int i = 0; i < TL_BLK_NPARAMS; i++)
 		w[i] = tl_params_value(ps, block->param[i]);
@@ -270,7 +271,7 @@ tl_block_backward(const tl_block *block, tl_params *ps, tl_block_cache *c,
 				dk,
 				dv,
 				tf;
-	tl_attn_dims dims = {B, T, H, D / H};
+	tl_attn_dims dims = {B, T, H, D / H, cfg->alibi};
 
 	if (B <= 0 || T <= 0)
 		return tl_fail(TL_ERR_ARG, "block backward called before a forward pass");

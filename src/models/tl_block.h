@@ -8,11 +8,13 @@
  *
  * Parameters live in a tl_params shared with the rest of the model; the
  * block keeps only their indices.  A tl_block_cache holds the activations
- * of the last forward pass for up to max_batch x max_seq tokens; the
+ * of the last forward pass for up to max_tokens tokens; the
  * backward pass reads them and accumulates parameter gradients.
  */
 #ifndef TL_BLOCK_H
 #define TL_BLOCK_H
+
+#include <stdbool.h>
 
 #include "tl_ops.h"
 #include "tl_optim.h"
@@ -24,6 +26,7 @@ typedef struct tl_block_config
 	int64_t		d_ff;			/* F, hidden width of the MLP */
 	float		dropout;		/* on both residual branches while training */
 	float		ln_eps;
+	bool		alibi;			/* distance bias in attention instead of positions */
 } tl_block_config;
 
 /* The block's parameters, in declaration order. */
@@ -56,15 +59,15 @@ typedef struct tl_block
 
 typedef struct tl_block_cache
 {
-	int64_t		max_batch;
-	int64_t		max_seq;
+	int64_t		max_tokens;		/* B * T of any pass is at most this */
+	int64_t		max_seq;		/* T of any pass is at most this */
 	/* shape of the last forward pass */
 	int64_t		batch;
 	int64_t		seq;
 	bool		training;
 	uint64_t	seed;			/* dropout seed of the last forward pass */
 	const uint8_t *key_valid;	/* caller-owned, B*T or NULL */
-	/* saved activations, each sized for max_batch * max_seq rows (N) */
+	/* saved activations, each sized for N = max_tokens rows */
 	float	   *x;				/* (N, D) block input */
 	float	   *ln1;			/* (N, D) */
 	float	   *ln1_mean;		/* (N) */
@@ -72,7 +75,7 @@ typedef struct tl_block_cache
 	float	   *q;				/* (N, D) */
 	float	   *k;				/* (N, D) */
 	float	   *v;				/* (N, D) */
-	float	   *probs;			/* (B, H, T, T) */
+	float	   *probs;			/* (B, H, T, T), at most max_tokens * H * max_seq */
 	float	   *attn;			/* (N, D) attention output before Wo */
 	float	   *x2;				/* (N, D) after the first residual */
 	float	   *ln2;			/* (N, D) */
@@ -93,8 +96,12 @@ typedef struct tl_block_cache
 tl_status	tl_block_declare(tl_block *block, const tl_block_config *cfg,
 							 tl_params *ps, const char *prefix);
 
+/*
+ * Activations for passes of B sequences of length T with B*T <= max_tokens
+ * and T <= max_seq: many short sequences or few long ones fit alike.
+ */
 tl_status	tl_block_cache_alloc(tl_block_cache *cache, const tl_block_config *cfg,
-								 int64_t max_batch, int64_t max_seq);
+								 int64_t max_tokens, int64_t max_seq);
 void		tl_block_cache_free(tl_block_cache *cache);
 
 /*

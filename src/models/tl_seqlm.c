@@ -24,7 +24,7 @@ tl_seqlm_create(tl_seqlm *m, const tl_seqlm_config *cfg, uint64_t seed)
 		return tl_fail(TL_ERR_ARG, "seqlm activations would overflow");
 	m->cfg = *cfg;
 	N = cfg->max_batch * cfg->max_seq;
-	bcfg = (tl_block_config) {D, cfg->heads, cfg->d_ff, cfg->dropout, 1e-5f};
+	bcfg = (tl_block_config) {D, cfg->heads, cfg->d_ff, cfg->dropout, 1e-5f, false};
 
 #define TRY(expr) do { if ((rc = (expr)) != TL_OK) goto fail; } while (0)
 	TRY(tl_params_declare(&m->params, "tok_emb", 2, TL_SHAPE(V, D), TL_INIT_NORMAL, 0.02f, true, &m->tok_emb));
@@ -51,7 +51,7 @@ tl_seqlm_create(tl_seqlm *m, const tl_seqlm_config *cfg, uint64_t seed)
 	TRY(tl_params_alloc(&m->params, &rng));
 	TRY(tl_adamw_init(&m->opt, &m->params, cfg->lr, cfg->weight_decay));
 	for (int64_t l = 0; l < cfg->layers; l++)
-		TRY(tl_block_cache_alloc(&m->caches[l], &bcfg, cfg->max_batch, cfg->max_seq));
+		TRY(tl_block_cache_alloc(&m->caches[l], &bcfg, N, cfg->max_seq));
 
 	m->acts = tl_alloc((size_t) ((cfg->layers + 1) * N * D), sizeof(float));
 	m->pos_tmp = tl_alloc((size_t) (N * D), sizeof(float));

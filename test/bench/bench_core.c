@@ -143,7 +143,7 @@ typedef struct
 static block_times
 bench_block_cpu(int iters)
 {
-	tl_block_config cfg = {BLK_D, BLK_HEADS, BLK_FF, 0.1f, 1e-5f};
+	tl_block_config cfg = {BLK_D, BLK_HEADS, BLK_FF, 0.1f, 1e-5f, false};
 	tl_block	block;
 	tl_params	ps = {0};
 	tl_block_cache cache;
@@ -164,7 +164,7 @@ bench_block_cpu(int iters)
 	check(tl_block_declare(&block, &cfg, &ps, "bench"), "declare");
 	tl_rng_seed(&rng, 3);
 	check(tl_params_alloc(&ps, &rng), "params");
-	check(tl_block_cache_alloc(&cache, &cfg, BLK_BATCH, BLK_SEQ), "cache");
+	check(tl_block_cache_alloc(&cache, &cfg, BLK_BATCH * BLK_SEQ, BLK_SEQ), "cache");
 	x = random_floats(&rng, n, 1.0f);
 	y = random_floats(&rng, n, 0.0f);
 	dy = random_floats(&rng, n, 1.0f);
@@ -286,7 +286,7 @@ bench_block_cuda_forward(const tl_cuda_api *api, int iters)
 		CU(api->linear_fwd(q, ln, wq, bias, N, D, D));
 		CU(api->linear_fwd(k, ln, wk, bias, N, D, D));
 		CU(api->linear_fwd(v, ln, wv, bias, N, D, D));
-		CU(api->attention_fwd(attn, probs, q, k, v, NULL, BLK_BATCH, BLK_SEQ, BLK_HEADS, D / BLK_HEADS));
+		CU(api->attention_fwd(attn, probs, q, k, v, NULL, BLK_BATCH, BLK_SEQ, BLK_HEADS, D / BLK_HEADS, 0));
 		CU(api->linear_fwd(o, attn, wo, bias, N, D, D));
 		CU(api->dropout_fwd(o, o, N * D, 0.1f, 1, 0));
 		CU(api->layernorm_fwd(ln, mean, rstd, o, gain, bias, N, D, 1e-5f));

@@ -478,7 +478,8 @@ test_softmax(void **state)
 /* ---- attention ----------------------------------------------------------------- */
 
 static void
-run_attention(const char *what, int64_t B, int64_t T, int64_t H, int64_t hd, const uint8_t *key_valid)
+run_attention(const char *what, int64_t B, int64_t T, int64_t H, int64_t hd, const uint8_t *key_valid,
+			  bool alibi)
 {
 	const int64_t nq = B * T * H * hd,
 				np = B * H * T * T;
@@ -500,7 +501,7 @@ run_attention(const char *what, int64_t B, int64_t T, int64_t H, int64_t hd, con
 				t_v,
 				t_out,
 				t_probs;
-	tl_attn_dims dims = {B, T, H, hd};
+	tl_attn_dims dims = {B, T, H, hd, alibi};
 	char		label[96];
 
 	fill_normal(q, nq, 1.0f, 0.0f);
@@ -520,7 +521,7 @@ run_attention(const char *what, int64_t B, int64_t T, int64_t H, int64_t hd, con
 		d_valid = dev_copy(key_valid, B * T);
 	d_out = dev_alloc(nq * sizeof(float));
 	d_probs = dev_alloc(np * sizeof(float));
-	CU_OK(cu->attention_fwd(d_out, d_probs, d_q, d_k, d_v, d_valid, B, T, H, hd));
+	CU_OK(cu->attention_fwd(d_out, d_probs, d_q, d_k, d_v, d_valid, B, T, H, hd, alibi));
 	got_out = fetch_floats(d_out, nq);
 	got_probs = fetch_floats(d_probs, np);
 
@@ -547,7 +548,7 @@ test_attention(void **state)
 	uint8_t		valid[2 * 17];
 
 	(void) state;
-	run_attention("attention", B, T, H, hd, NULL);
+	run_attention("attention", B, T, H, hd, NULL, false);
 
 	/*
 	 * Padding: sequence 0 has its last two positions padded; sequence 1
@@ -559,10 +560,11 @@ test_attention(void **state)
 		valid[t] = (t < T - 2);
 		valid[T + t] = (t >= 3 && t <= 12);
 	}
-	run_attention("attention (padded)", B, T, H, hd, valid);
+	run_attention("attention (padded)", B, T, H, hd, valid, false);
+	run_attention("attention (padded, ALiBi)", B, T, H, hd, valid, true);
 
 	/* more keys than a block has threads, head_dim above a warp */
-	run_attention("attention (T=150, hd=80)", 1, 150, 2, 80, NULL);
+	run_attention("attention (T=150, hd=80)", 1, 150, 2, 80, NULL, false);
 }
 
 /* ---- dropout ------------------------------------------------------------------- */
@@ -755,7 +757,7 @@ test_bad_arguments(void **state)
 	assert_int_equal(cu->dropout_fwd(d, d, 4, -0.5f, 1, 0), TL_ERR_ARG);
 	assert_int_equal(cu->layernorm_fwd(d, NULL, NULL, d, d, d, 2, 4, 0.0f), TL_ERR_ARG);
 	assert_int_equal(cu->rmsnorm_fwd(d, NULL, d, d, 2, 4, -1.0f), TL_ERR_ARG);
-	assert_int_equal(cu->attention_fwd(d, d, d, d, d, NULL, 1, 0, 1, 4), TL_ERR_ARG);
+	assert_int_equal(cu->attention_fwd(d, d, d, d, d, NULL, 1, 0, 1, 4, 0), TL_ERR_ARG);
 	assert_int_equal(cu->bce_logits_fwd(NULL, d, d, NULL, 4), TL_ERR_ARG);
 	assert_int_equal(cu->cross_entropy_fwd(&loss, d, NULL, 4, 4), TL_ERR_ARG);
 	assert_int_equal(cu->alloc(NULL, 16), TL_ERR_ARG);

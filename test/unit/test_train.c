@@ -35,7 +35,7 @@ static void
 run_block_gradient_check(float dropout)
 {
 	static const uint8_t valid[2 * 4] = {1, 1, 1, 1, 1, 0, 1, 1};
-	tl_block_config cfg = {.d_model = 8, .heads = 2, .d_ff = 16, .dropout = dropout, .ln_eps = 1e-5f};
+	tl_block_config cfg = {.d_model = 8, .heads = 2, .d_ff = 16, .dropout = dropout, .ln_eps = 1e-5f, .alibi = dropout > 0};
 	block_ctx	c = {.valid = valid, .training = dropout > 0};
 	tl_rng		rng;
 	tl_tensor	dx = ZEROS(2, 4, 8);
@@ -47,7 +47,7 @@ run_block_gradient_check(float dropout)
 	/* larger weights than the 0.02 init so every path carries signal */
 	for (int64_t i = 0; i < c.ps.total; i++)
 		c.ps.value[i] += 0.3f * tl_rng_normal(&rng);
-	ASSERT_OK(tl_block_cache_alloc(&c.cache, &cfg, 2, 4));
+	ASSERT_OK(tl_block_cache_alloc(&c.cache, &cfg, 2 * 4, 4));
 	c.x = RAND(&rng, 1.0f, 2, 4, 8);
 	c.y = ZEROS(2, 4, 8);
 	c.r = RAND(&rng, 1.0f, 2, 4, 8);
@@ -86,7 +86,7 @@ test_block_gradients(void **state)
 static void
 test_block_gradients_with_dropout(void **state)
 {
-	run_block_gradient_check(0.2f);
+	run_block_gradient_check(0.2f);	/* with ALiBi too */
 }
 
 /* ---- the LM end to end ----------------------------------------------------- */
