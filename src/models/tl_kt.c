@@ -1,0 +1,831 @@
+/*
+ * tl_kt.c -- the knowledge-tracing Transformer: forward, backward and
+ * next-answer inference.  See tl_kt.h for the model.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tl_alloc.h"
+#include "tl_kt.h"
+#include "tl_math.h"
+
+/*
+ * Shape letters: S = skills, I = items, D = d_model, 1 = one.  Matrices
+ * start at N(0, 0.02) with weight decay; item offsets start at zero and
+ * are decayed too, which shrinks rarely seen items towards their skill.
+ */
+static const struct
+{
+	const char *name;
+	const char *shape;
+	tl_init		init;
+	bool		decay;
+}			tl_kt_layout[TL_KT_NPARAMS] = {
+	[TL_KT_ANS_CORRECT] = {"ans.correct", "SD", TL_INIT_NORMAL, true},
+	[TL_KT_ANS_WRONG] = {"ans.wrong", "SD", TL_INIT_NORMAL, true},
+	[TL_KT_ANS_VAR] = {"ans.var", "SD", TL_INIT_NORMAL, true},
+	[TL_KT_ITEM_MU_A] = {"item.mu_a", "I", TL_INIT_ZEROS, true},
+	[TL_KT_BOS] = {"bos", "D", TL_INIT_NORMAL, false},
+	[TL_KT_Q_SKILL] = {"q.skill", "SD", TL_INIT_NORMAL, true},
+	[TL_KT_Q_VAR] = {"q.var", "SD", TL_INIT_NORMAL, true},
+	[TL_KT_ITEM_MU_Q] = {"item.mu_q", "I", TL_INIT_ZEROS, true},
+	[TL_KT_ENC_LN_G] = {"enc.ln.g", "D", TL_INIT_ONES, false},
+	[TL_KT_ENC_LN_B] = {"enc.ln.b", "D", TL_INIT_ZEROS, false},
+	[TL_KT_DEC_WQ] = {"dec.wq", "DD", TL_INIT_NORMAL, true},
+	[TL_KT_DEC_BQ] = {"dec.bq", "D", TL_INIT_ZEROS, false},
+	[TL_KT_DEC_WK] = {"dec.wk", "DD", TL_INIT_NORMAL, true},
+	[TL_KT_DEC_BK] = {"dec.bk", "D", TL_INIT_ZEROS, false},
+	[TL_KT_DEC_WV] = {"dec.wv", "DD", TL_INIT_NORMAL, true},
+	[TL_KT_DEC_BV] = {"dec.bv", "D", TL_INIT_ZEROS, false},
+	[TL_KT_DEC_WO] = {"dec.wo", "DD", TL_INIT_NORMAL, true},
+	[TL_KT_DEC_BO] = {"dec.bo", "D", TL_INIT_ZEROS, false},
+	[TL_KT_DEC_LN_G] = {"dec.ln.g", "D", TL_INIT_ONES, false},
+	[TL_KT_DEC_LN_B] = {"dec.ln.b", "D", TL_INIT_ZEROS, false},
+	[TL_KT_HEAD_W1] = {"head.w1", "DD", TL_INIT_NORMAL, true},
+	[TL_KT_HEAD_B1] = {"head.b1", "D", TL_INIT_ZEROS, false},
+	[TL_KT_HEAD_W2] = {"head.w2", "1D", TL_INIT_NORMAL, true},
+	[TL_KT_HEAD_B2] = {"head.b2", "1", TL_INIT_ZEROS, false},
+	[TL_KT_ITEM_BIAS] = {"item.bias", "I", TL_INIT_ZEROS, true},
+	[TL_KT_SKILL_BIAS] = {"skill.bias", "S", TL_INIT_ZEROS, false},
+};
+
+#define TL_KT_LN_EPS 1e-5f
+#define TL_KT_SITE_DEC 0x6b74646563ULL	/* dropout seed salt of the decoder branch */
+
+/* The value (or gradient) of parameter p as a tensor. */
+static inline tl_tensor
+kt_value(const tl_kt *m, tl_kt_param p)
+{
+	return tl_params_value(&m->params, m->param[p]);
+}
+
+static inline tl_tensor
+kt_grad(const tl_kt *m, tl_kt_param p)
+{
+	return tl_params_grad(&m->params, m->param[p]);
+}
+
+static tl_status
+kt_check_config(const tl_kt_config *c)
+{
+	if (c->n_items < 1 || c->n_skills < 1)
+		return tl_fail(TL_ERR_ARG, "a knowledge-tracing model needs at least one item and one skill index");
+	if (c->d_model < 4 || c->d_model > 4096 || c->heads < 1 || c->d_model % c->heads != 0)
+		return tl_fail(TL_ERR_ARG, "d_model %lld must be in 4..4096 and a multiple of heads %lld",
+					   (long long) c->d_model, (long long) c->heads);
+	if (c->layers < 1 || c->layers > 16)
+		return tl_fail(TL_ERR_ARG, "layers %lld is outside 1..16", (long long) c->layers);
+	if (c->d_ff < 1 || c->d_ff > 65536)
+		return tl_fail(TL_ERR_ARG, "d_ff %lld is outside 1..65536", (long long) c->d_ff);
+	if (c->window < 2 || c->window > 4096)
+		return tl_fail(TL_ERR_ARG, "window %lld is outside 2..4096", (long long) c->window);
+	if (c->max_tokens < c->window || c->max_tokens > (1LL << 26))
+		return tl_fail(TL_ERR_ARG, "max_tokens %lld must be at least the window %lld and at most 2^26",
+					   (long long) c->max_tokens, (long long) c->window);
+	if (!(c->dropout >= 0.0f && c->dropout < 1.0f))
+		return tl_fail(TL_ERR_ARG, "dropout %g is outside [0, 1)", (double) c->dropout);
+	return TL_OK;
+}
+
+tl_status
+tl_kt_create(tl_kt *m, const tl_kt_config *cfg, uint64_t seed)
+{
+	int64_t		N = cfg->max_tokens,
+				D = cfg->d_model;
+	tl_block_config bcfg;
+	tl_rng		rng;
+	tl_status	rc;
+	struct
+	{
+		void	  **slot;
+		int64_t		count;
+		size_t		size;
+	}			bufs[32];
+	int			nbufs = 0;
+
+	memset(m, 0, sizeof(*m));
+	TL_TRY(kt_check_config(cfg));
+	m->cfg = *cfg;
+	bcfg = (tl_block_config) {D, cfg->heads, cfg->d_ff, cfg->dropout, TL_KT_LN_EPS, true};
+
+#define TRY(expr) do { if ((rc = (expr)) != TL_OK) goto fail; } while (0)
+	for (int p = 0; p < TL_KT_NPARAMS; p++)
+	{
+		const char *letters = tl_kt_layout[p].shape;
+		int			ndim = (int) strlen(letters);
+		int64_t		shape[2];
+
+		for (int d = 0; d < ndim; d++)
+			shape[d] = letters[d] == 'S' ? cfg->n_skills : letters[d] == 'I' ? cfg->n_items :
+				letters[d] == 'D' ? D : 1;
+		TRY(tl_params_declare(&m->params, tl_kt_layout[p].name, ndim, shape, tl_kt_layout[p].init,
+							  0.02f, tl_kt_layout[p].decay, &m->param[p]));
+	}
+	m->blocks = tl_alloc((size_t) cfg->layers, sizeof(tl_block));
+	m->caches = tl_alloc((size_t) cfg->layers, sizeof(tl_block_cache));
+	if (!m->blocks || !m->caches)
+	{
+		rc = tl_fail(TL_ERR_NOMEM, "cannot allocate %lld blocks", (long long) cfg->layers);
+		goto fail;
+	}
+	for (int64_t l = 0; l < cfg->layers; l++)
+	{
+		char		prefix[32];
+
+		snprintf(prefix, sizeof(prefix), "enc%lld", (long long) l);
+		TRY(tl_block_declare(&m->blocks[l], &bcfg, &m->params, prefix));
+	}
+	tl_rng_seed(&rng, seed);
+	TRY(tl_params_alloc(&m->params, &rng));
+	TRY(tl_adamw_init(&m->opt, &m->params, cfg->lr, cfg->weight_decay));
+	for (int64_t l = 0; l < cfg->layers; l++)
+		TRY(tl_block_cache_alloc(&m->caches[l], &bcfg, N, cfg->window));
+
+#define KT_BUF(field, n) (bufs[nbufs].slot = (void **) &m->field, bufs[nbufs].count = (n), \
+						  bufs[nbufs++].size = sizeof(*m->field))
+	KT_BUF(enc, (cfg->layers + 1) * N * D);
+	KT_BUF(hs, N * D);
+	KT_BUF(hs_mean, N);
+	KT_BUF(hs_rstd, N);
+	KT_BUF(u, N * D);
+	KT_BUF(dq, N * D);
+	KT_BUF(dk, N * D);
+	KT_BUF(dv, N * D);
+	KT_BUF(dprobs, N * cfg->heads * cfg->window);
+	KT_BUF(dattn, N * D);
+	KT_BUF(zpre, N * D);
+	KT_BUF(z, N * D);
+	KT_BUF(z_mean, N);
+	KT_BUF(z_rstd, N);
+	KT_BUF(h1, N * D);
+	KT_BUF(hid, N * D);
+	KT_BUF(logits, N);
+	KT_BUF(g1, N * D);
+	KT_BUF(g2, N * D);
+	KT_BUF(g3, N * D);
+	KT_BUF(g4, N * D);
+	KT_BUF(g5, N * D);
+	KT_BUF(gq, N * D);
+	KT_BUF(gk, N * D);
+	KT_BUF(gv, N * D);
+	KT_BUF(dlogits, N);
+	KT_BUF(weights, N);
+	KT_BUF(targets, N);
+	KT_BUF(items, N);
+	KT_BUF(skills, N);
+	KT_BUF(answers, N);
+	KT_BUF(valid, N);
+#undef KT_BUF
+	for (int i = 0; i < nbufs; i++)
+	{
+		*bufs[i].slot = tl_alloc((size_t) bufs[i].count, bufs[i].size);
+		if (!*bufs[i].slot)
+		{
+			rc = tl_fail(TL_ERR_NOMEM, "cannot allocate knowledge-tracing activations for %lld tokens",
+						 (long long) N);
+			goto fail;
+		}
+	}
+#undef TRY
+	return TL_OK;
+
+fail:
+	tl_kt_free(m);
+	return rc;
+}
+
+void
+tl_kt_free(tl_kt *m)
+{
+	void	   *bufs[] = {m->enc, m->hs, m->hs_mean, m->hs_rstd, m->u, m->dq, m->dk, m->dv,
+		m->dprobs, m->dattn, m->zpre, m->z, m->z_mean, m->z_rstd, m->h1, m->hid, m->logits,
+		m->g1, m->g2, m->g3, m->g4, m->g5, m->gq, m->gk, m->gv, m->dlogits, m->weights,
+	m->targets, m->items, m->skills, m->answers, m->valid};
+
+	if (m->caches)
+		for (int64_t l = 0; l < m->cfg.layers; l++)
+			tl_block_cache_free(&m->caches[l]);
+	tl_free(m->blocks);
+	tl_free(m->caches);
+	tl_params_free(&m->params);
+	tl_adamw_free(&m->opt);
+	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+		tl_free(bufs[i]);
+	memset(m, 0, sizeof(*m));
+}
+
+/* ---- embeddings -------------------------------------------------------- */
+
+/*
+ * Encoder input (B, T, D) from the copied batch: position 0 of each row
+ * is BOS, position p the interaction embedding of answer p-1; invalid
+ * positions are zero.
+ */
+static void
+kt_embed_inputs(tl_kt *m, float *x)
+{
+	const int64_t B = m->batch,
+				T = m->seq,
+				D = m->cfg.d_model;
+	const float *C = kt_value(m, TL_KT_ANS_CORRECT).data,
+			   *W = kt_value(m, TL_KT_ANS_WRONG).data,
+			   *V = kt_value(m, TL_KT_ANS_VAR).data,
+			   *mu = kt_value(m, TL_KT_ITEM_MU_A).data,
+			   *bos = kt_value(m, TL_KT_BOS).data;
+
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t p = 0; p < T; p++)
+		{
+			int64_t		idx = b * T + p;
+			float	   *row = x + idx * D;
+
+			if (!m->valid[idx])
+				memset(row, 0, sizeof(float) * D);
+			else if (p == 0)
+				memcpy(row, bos, sizeof(float) * D);
+			else
+			{
+				float		a = m->answers[idx - 1],
+							mi = mu[m->items[idx - 1]];
+				int64_t		s = m->skills[idx - 1];
+
+#pragma omp simd
+				for (int64_t d = 0; d < D; d++)
+					row[d] = a * C[s * D + d] + (1.0f - a) * W[s * D + d] + mi * V[s * D + d];
+			}
+		}
+}
+
+/* Backward of kt_embed_inputs: dx (B, T, D) into the embedding gradients. */
+static void
+kt_embed_inputs_bwd(tl_kt *m, const float *dx)
+{
+	const int64_t B = m->batch,
+				T = m->seq,
+				D = m->cfg.d_model;
+	const float *V = kt_value(m, TL_KT_ANS_VAR).data,
+			   *mu = kt_value(m, TL_KT_ITEM_MU_A).data;
+	float	   *gC = kt_grad(m, TL_KT_ANS_CORRECT).data,
+			   *gW = kt_grad(m, TL_KT_ANS_WRONG).data,
+			   *gV = kt_grad(m, TL_KT_ANS_VAR).data,
+			   *gmu = kt_grad(m, TL_KT_ITEM_MU_A).data,
+			   *gbos = kt_grad(m, TL_KT_BOS).data;
+
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t p = 0; p < T; p++)
+		{
+			int64_t		idx = b * T + p;
+			const float *g = dx + idx * D;
+
+			if (!m->valid[idx])
+				continue;
+			if (p == 0)
+			{
+				for (int64_t d = 0; d < D; d++)
+					gbos[d] += g[d];
+				continue;
+			}
+			{
+				float		a = m->answers[idx - 1];
+				int32_t		i = m->items[idx - 1];
+				int64_t		s = m->skills[idx - 1];
+				float		mi = mu[i],
+							dot = 0.0f;
+
+#pragma omp simd reduction(+:dot)
+				for (int64_t d = 0; d < D; d++)
+				{
+					gC[s * D + d] += a * g[d];
+					gW[s * D + d] += (1.0f - a) * g[d];
+					gV[s * D + d] += mi * g[d];
+					dot += V[s * D + d] * g[d];
+				}
+				gmu[i] += dot;
+			}
+		}
+}
+
+/* u_p = Qs[s] + mu * Qv[s] for one question; mu is the item's offset. */
+static inline void
+kt_question(const tl_kt *m, float *row, int64_t s, float mu)
+{
+	const int64_t D = m->cfg.d_model;
+	const float *Qs = kt_value(m, TL_KT_Q_SKILL).data + s * D,
+			   *Qv = kt_value(m, TL_KT_Q_VAR).data + s * D;
+
+#pragma omp simd
+	for (int64_t d = 0; d < D; d++)
+		row[d] = Qs[d] + mu * Qv[d];
+}
+
+static void
+kt_embed_questions(tl_kt *m)
+{
+	const int64_t N = m->batch * m->seq,
+				D = m->cfg.d_model;
+	const float *mu = kt_value(m, TL_KT_ITEM_MU_Q).data;
+
+	for (int64_t idx = 0; idx < N; idx++)
+		if (m->valid[idx])
+			kt_question(m, m->u + idx * D, m->skills[idx], mu[m->items[idx]]);
+		else
+			memset(m->u + idx * D, 0, sizeof(float) * D);
+}
+
+static void
+kt_embed_questions_bwd(tl_kt *m, const float *du)
+{
+	const int64_t N = m->batch * m->seq,
+				D = m->cfg.d_model;
+	const float *Qv = kt_value(m, TL_KT_Q_VAR).data,
+			   *mu = kt_value(m, TL_KT_ITEM_MU_Q).data;
+	float	   *gQs = kt_grad(m, TL_KT_Q_SKILL).data,
+			   *gQv = kt_grad(m, TL_KT_Q_VAR).data,
+			   *gmu = kt_grad(m, TL_KT_ITEM_MU_Q).data;
+
+	for (int64_t idx = 0; idx < N; idx++)
+	{
+		const float *g = du + idx * D;
+		int64_t		s = m->skills[idx];
+		int32_t		i = m->items[idx];
+		float		dot = 0.0f;
+
+		if (!m->valid[idx])
+			continue;
+#pragma omp simd reduction(+:dot)
+		for (int64_t d = 0; d < D; d++)
+		{
+			gQs[s * D + d] += g[d];
+			gQv[s * D + d] += mu[i] * g[d];
+			dot += Qv[s * D + d] * g[d];
+		}
+		gmu[i] += dot;
+	}
+}
+
+/* ---- forward and backward ---------------------------------------------- */
+
+/* Copy and validate a batch into the model's buffers. */
+static tl_status
+kt_load_batch(tl_kt *m, const tl_kt_batch *bt)
+{
+	int64_t		B = bt->batch,
+				T = bt->seq,
+				N;
+
+	if (B <= 0 || T <= 0 || T > m->cfg.window || B > m->cfg.max_tokens / T)
+		return tl_fail(TL_ERR_ARG, "batch of %lld x %lld answers does not fit windows of %lld and %lld tokens",
+					   (long long) B, (long long) T, (long long) m->cfg.window, (long long) m->cfg.max_tokens);
+	if (!bt->items || !bt->skills || !bt->correct || !bt->valid)
+		return tl_fail(TL_ERR_ARG, "knowledge-tracing batch arrays are missing");
+	N = B * T;
+	for (int64_t idx = 0; idx < N; idx++)
+	{
+		bool		valid = bt->valid[idx] != 0;
+		float		w = bt->weight ? bt->weight[idx] : 1.0f;
+
+		if (valid && (bt->items[idx] < 0 || bt->items[idx] >= m->cfg.n_items ||
+					  bt->skills[idx] < 0 || bt->skills[idx] >= m->cfg.n_skills))
+			return tl_fail(TL_ERR_ARG, "item %d or skill %d at position %lld is outside the vocabulary",
+						   bt->items[idx], bt->skills[idx], (long long) idx);
+		if (valid && !(bt->correct[idx] >= 0.0f && bt->correct[idx] <= 1.0f))
+			return tl_fail(TL_ERR_ARG, "correctness %g at position %lld is outside [0, 1]",
+						   (double) bt->correct[idx], (long long) idx);
+		if (!(w >= 0.0f) || isinf(w))
+			return tl_fail(TL_ERR_ARG, "loss weight %g at position %lld is not finite and non-negative",
+						   (double) w, (long long) idx);
+		if (valid && idx % T > 0 && !bt->valid[idx - 1])
+			return tl_fail(TL_ERR_ARG, "valid answers must be a prefix of each row (position %lld)",
+						   (long long) idx);
+		m->valid[idx] = valid;
+		m->items[idx] = valid ? bt->items[idx] : 0;
+		m->skills[idx] = valid ? bt->skills[idx] : 0;
+		m->answers[idx] = valid ? bt->correct[idx] : 0.0f;
+		m->targets[idx] = m->answers[idx];
+		m->weights[idx] = valid ? w : 0.0f;
+	}
+	m->batch = B;
+	m->seq = T;
+	return TL_OK;
+}
+
+/* Encoder from the embedded inputs in enc[0] to hs = LN(output). */
+static tl_status
+kt_encode(tl_kt *m, bool training, uint64_t seed)
+{
+	const int64_t B = m->batch,
+				T = m->seq,
+				N = B * T,
+				D = m->cfg.d_model;
+	tl_tensor	last,
+				hs = TL_VIEW(m->hs, B, T, D),
+				mean = TL_VIEW(m->hs_mean, N),
+				rstd = TL_VIEW(m->hs_rstd, N),
+				g = kt_value(m, TL_KT_ENC_LN_G),
+				b = kt_value(m, TL_KT_ENC_LN_B);
+
+	for (int64_t l = 0; l < m->cfg.layers; l++)
+	{
+		tl_tensor	in = TL_VIEW(m->enc + l * N * D, B, T, D);
+		tl_tensor	out = TL_VIEW(m->enc + (l + 1) * N * D, B, T, D);
+
+		TL_TRY(tl_block_forward(&m->blocks[l], &m->params, &m->caches[l], &in, &out, m->valid,
+								training, seed + (uint64_t) l));
+	}
+	last = TL_VIEW(m->enc + m->cfg.layers * N * D, B, T, D);
+	return tl_layernorm_fwd(&hs, &mean, &rstd, &last, &g, &b, TL_KT_LN_EPS);
+}
+
+/*
+ * logits (N) from z (N, D): the MLP head plus the item and skill biases.
+ * item_bias holds the per-row item term (already looked up).
+ */
+static tl_status
+kt_head(const tl_kt *m, int64_t rows, const float *z, float *h1, float *hid, float *logits,
+		const float *item_term, const int32_t *skills)
+{
+	const int64_t D = m->cfg.d_model;
+	tl_tensor	tz = TL_VIEW((float *) z, rows, D),
+				th1 = TL_VIEW(h1, rows, D),
+				thid = TL_VIEW(hid, rows, D),
+				tlog = TL_VIEW(logits, rows, 1),
+				w1 = kt_value(m, TL_KT_HEAD_W1),
+				b1 = kt_value(m, TL_KT_HEAD_B1),
+				w2 = kt_value(m, TL_KT_HEAD_W2),
+				b2 = kt_value(m, TL_KT_HEAD_B2);
+	const float *skill_bias = kt_value(m, TL_KT_SKILL_BIAS).data;
+
+	TL_TRY(tl_linear_fwd(&th1, &tz, &w1, &b1));
+	TL_TRY(tl_gelu_fwd(&thid, &th1));
+	TL_TRY(tl_linear_fwd(&tlog, &thid, &w2, &b2));
+	for (int64_t r = 0; r < rows; r++)
+		logits[r] += item_term[r] + skill_bias[skills[r]];
+	return TL_OK;
+}
+
+tl_status
+tl_kt_forward(tl_kt *m, const tl_kt_batch *batch, bool training, uint64_t seed, float *loss)
+{
+	int64_t		B,
+				T,
+				N,
+				D = m->cfg.d_model,
+				H = m->cfg.heads;
+	float		p = training ? m->cfg.dropout : 0.0f;
+	const float *item_bias;
+	tl_tensor	u,
+				hs,
+				q,
+				k,
+				v,
+				probs,
+				attn,
+				od,
+				zpre,
+				z,
+				mean,
+				rstd,
+				logits,
+				targets,
+				weights;
+	tl_tensor	wq = kt_value(m, TL_KT_DEC_WQ),
+				bq = kt_value(m, TL_KT_DEC_BQ),
+				wk = kt_value(m, TL_KT_DEC_WK),
+				bk = kt_value(m, TL_KT_DEC_BK),
+				wv = kt_value(m, TL_KT_DEC_WV),
+				bv = kt_value(m, TL_KT_DEC_BV),
+				wo = kt_value(m, TL_KT_DEC_WO),
+				bo = kt_value(m, TL_KT_DEC_BO),
+				lg = kt_value(m, TL_KT_DEC_LN_G),
+				lb = kt_value(m, TL_KT_DEC_LN_B);
+
+	if (!loss)
+		return tl_fail(TL_ERR_ARG, "knowledge-tracing forward needs a loss output");
+	TL_TRY(kt_load_batch(m, batch));
+	B = m->batch;
+	T = m->seq;
+	N = B * T;
+	m->training = training;
+	m->seed = seed;
+
+	kt_embed_inputs(m, m->enc);
+	TL_TRY(kt_encode(m, training, seed));
+	kt_embed_questions(m);
+
+	u = TL_VIEW(m->u, B, T, D);
+	hs = TL_VIEW(m->hs, B, T, D);
+	q = TL_VIEW(m->dq, B, T, D);
+	k = TL_VIEW(m->dk, B, T, D);
+	v = TL_VIEW(m->dv, B, T, D);
+	probs = TL_VIEW(m->dprobs, B, H, T, T);
+	attn = TL_VIEW(m->dattn, B, T, D);
+	od = TL_VIEW(m->g1, B, T, D);
+	zpre = TL_VIEW(m->zpre, B, T, D);
+	z = TL_VIEW(m->z, B, T, D);
+	mean = TL_VIEW(m->z_mean, N);
+	rstd = TL_VIEW(m->z_rstd, N);
+	TL_TRY(tl_linear_fwd(&q, &u, &wq, &bq));
+	TL_TRY(tl_linear_fwd(&k, &hs, &wk, &bk));
+	TL_TRY(tl_linear_fwd(&v, &hs, &wv, &bv));
+	TL_TRY(tl_attention_fwd(&attn, &probs, &q, &k, &v, m->valid, (tl_attn_dims) {B, T, H, D / H, true}));
+	TL_TRY(tl_linear_fwd(&od, &attn, &wo, &bo));
+	TL_TRY(tl_dropout_fwd(&od, &od, p, tl_mix64(seed ^ TL_KT_SITE_DEC), 0));
+	TL_TRY(tl_add(&zpre, &u, &od));
+	TL_TRY(tl_layernorm_fwd(&z, &mean, &rstd, &zpre, &lg, &lb, TL_KT_LN_EPS));
+
+	/* per-row item term into g2 (free until the backward pass) */
+	item_bias = kt_value(m, TL_KT_ITEM_BIAS).data;
+	for (int64_t idx = 0; idx < N; idx++)
+		m->g2[idx] = item_bias[m->items[idx]];
+	TL_TRY(kt_head(m, N, m->z, m->h1, m->hid, m->logits, m->g2, m->skills));
+
+	logits = TL_VIEW(m->logits, N);
+	targets = TL_VIEW(m->targets, N);
+	weights = TL_VIEW(m->weights, N);
+	return tl_bce_logits_fwd(loss, &logits, &targets, &weights);
+}
+
+tl_status
+tl_kt_backward(tl_kt *m)
+{
+	const int64_t B = m->batch,
+				T = m->seq,
+				N = B * T,
+				D = m->cfg.d_model,
+				H = m->cfg.heads;
+	float		p = m->training ? m->cfg.dropout : 0.0f;
+	tl_tensor	logits = TL_VIEW(m->logits, N),
+				dlogits = TL_VIEW(m->dlogits, N),
+				dlog2 = TL_VIEW(m->dlogits, N, 1),
+				targets = TL_VIEW(m->targets, N),
+				weights = TL_VIEW(m->weights, N),
+				g1 = TL_VIEW(m->g1, B, T, D),
+				g2 = TL_VIEW(m->g2, B, T, D),
+				g3 = TL_VIEW(m->g3, B, T, D),
+				g4 = TL_VIEW(m->g4, B, T, D),
+				g5 = TL_VIEW(m->g5, B, T, D),
+				gq = TL_VIEW(m->gq, B, T, D),
+				gk = TL_VIEW(m->gk, B, T, D),
+				gv = TL_VIEW(m->gv, B, T, D),
+				h1 = TL_VIEW(m->h1, B, T, D),
+				hid = TL_VIEW(m->hid, B, T, D),
+				z = TL_VIEW(m->z, B, T, D),
+				zpre = TL_VIEW(m->zpre, B, T, D),
+				zmean = TL_VIEW(m->z_mean, N),
+				zrstd = TL_VIEW(m->z_rstd, N),
+				u = TL_VIEW(m->u, B, T, D),
+				hs = TL_VIEW(m->hs, B, T, D),
+				hmean = TL_VIEW(m->hs_mean, N),
+				hrstd = TL_VIEW(m->hs_rstd, N),
+				q = TL_VIEW(m->dq, B, T, D),
+				k = TL_VIEW(m->dk, B, T, D),
+				v = TL_VIEW(m->dv, B, T, D),
+				probs = TL_VIEW(m->dprobs, B, H, T, T),
+				attn = TL_VIEW(m->dattn, B, T, D),
+				last = TL_VIEW(m->enc + m->cfg.layers * N * D, B, T, D);
+	tl_tensor	w1 = kt_value(m, TL_KT_HEAD_W1),
+				w2 = kt_value(m, TL_KT_HEAD_W2),
+				wq = kt_value(m, TL_KT_DEC_WQ),
+				wk = kt_value(m, TL_KT_DEC_WK),
+				wv = kt_value(m, TL_KT_DEC_WV),
+				wo = kt_value(m, TL_KT_DEC_WO),
+				lg = kt_value(m, TL_KT_DEC_LN_G),
+				eg = kt_value(m, TL_KT_ENC_LN_G);
+	tl_tensor	gw1 = kt_grad(m, TL_KT_HEAD_W1),
+				gb1 = kt_grad(m, TL_KT_HEAD_B1),
+				gw2 = kt_grad(m, TL_KT_HEAD_W2),
+				gb2 = kt_grad(m, TL_KT_HEAD_B2),
+				gwq = kt_grad(m, TL_KT_DEC_WQ),
+				gbq = kt_grad(m, TL_KT_DEC_BQ),
+				gwk = kt_grad(m, TL_KT_DEC_WK),
+				gbk = kt_grad(m, TL_KT_DEC_BK),
+				gwv = kt_grad(m, TL_KT_DEC_WV),
+				gbv = kt_grad(m, TL_KT_DEC_BV),
+				gwo = kt_grad(m, TL_KT_DEC_WO),
+				gbo = kt_grad(m, TL_KT_DEC_BO),
+				glg = kt_grad(m, TL_KT_DEC_LN_G),
+				glb = kt_grad(m, TL_KT_DEC_LN_B),
+				geg = kt_grad(m, TL_KT_ENC_LN_G),
+				geb = kt_grad(m, TL_KT_ENC_LN_B);
+	float	   *gitem = kt_grad(m, TL_KT_ITEM_BIAS).data,
+			   *gskill = kt_grad(m, TL_KT_SKILL_BIAS).data;
+
+	if (B <= 0)
+		return tl_fail(TL_ERR_ARG, "knowledge-tracing backward called before a forward pass");
+
+	/* head */
+	TL_TRY(tl_bce_logits_bwd(&dlogits, &logits, &targets, &weights, 1.0f));
+	for (int64_t idx = 0; idx < N; idx++)
+	{
+		gitem[m->items[idx]] += m->dlogits[idx];
+		gskill[m->skills[idx]] += m->dlogits[idx];
+	}
+	TL_TRY(tl_linear_bwd(&g1, &gw2, &gb2, &dlog2, &hid, &w2));
+	TL_TRY(tl_gelu_bwd(&g1, &g1, &h1));
+	TL_TRY(tl_linear_bwd(&g2, &gw1, &gb1, &g1, &z, &w1));
+	/* decoder: z = LN(u + drop(Wo attn(Wq u, Wk hs, Wv hs))) */
+	TL_TRY(tl_layernorm_bwd(&g3, &glg, &glb, &g2, &zpre, &zmean, &zrstd, &lg));
+	memcpy(m->g4, m->g3, sizeof(float) * N * D);	/* du, residual part */
+	TL_TRY(tl_dropout_bwd(&g1, &g3, p, tl_mix64(m->seed ^ TL_KT_SITE_DEC), 0));
+	TL_TRY(tl_linear_bwd(&g2, &gwo, &gbo, &g1, &attn, &wo));
+	TL_TRY(tl_attention_bwd(&gq, &gk, &gv, &g2, &probs, &q, &k, &v, (tl_attn_dims) {B, T, H, D / H, true}));
+	TL_TRY(tl_linear_bwd(&g1, &gwq, &gbq, &gq, &u, &wq));
+	TL_TRY(tl_add(&g4, &g4, &g1));
+	TL_TRY(tl_linear_bwd(&g2, &gwk, &gbk, &gk, &hs, &wk));
+	TL_TRY(tl_linear_bwd(&g1, &gwv, &gbv, &gv, &hs, &wv));
+	TL_TRY(tl_add(&g2, &g2, &g1));
+	/* encoder */
+	TL_TRY(tl_layernorm_bwd(&g5, &geg, &geb, &g2, &last, &hmean, &hrstd, &eg));
+	for (int64_t l = m->cfg.layers - 1; l >= 0; l--)
+	{
+		TL_TRY(tl_block_backward(&m->blocks[l], &m->params, &m->caches[l], &g5, &g1));
+		memcpy(m->g5, m->g1, sizeof(float) * N * D);
+	}
+	kt_embed_inputs_bwd(m, m->g5);
+	kt_embed_questions_bwd(m, m->g4);
+	/* the unknown item keeps no offset and no bias */
+	kt_grad(m, TL_KT_ITEM_MU_A).data[0] = 0.0f;
+	kt_grad(m, TL_KT_ITEM_MU_Q).data[0] = 0.0f;
+	gitem[0] = 0.0f;
+	return TL_OK;
+}
+
+tl_status
+tl_kt_train_step(tl_kt *m, const tl_kt_batch *batch, uint64_t seed, float *loss)
+{
+	tl_params_zero_grad(&m->params);
+	TL_TRY(tl_kt_forward(m, batch, true, seed, loss));
+	if (!isfinite(*loss))
+		return tl_fail(TL_ERR_NUMERIC, "training loss became %g", (double) *loss);
+	TL_TRY(tl_kt_backward(m));
+	tl_clip_grad_norm(m->params.grad, m->params.total, m->cfg.clip_norm);
+	return tl_adamw_step(&m->opt, &m->params);
+}
+
+void
+tl_kt_probabilities(const tl_kt *m, float *out)
+{
+	for (int64_t idx = 0; idx < m->batch * m->seq; idx++)
+		out[idx] = tl_sigmoidf(m->logits[idx]);
+}
+
+/* ---- inference ---------------------------------------------------------- */
+
+void
+tl_kt_skill_averages(const tl_kt *m, const int32_t *item_skill,
+					 float *skill_mu_avg, float *skill_bias_avg)
+{
+	const float *mu = kt_value(m, TL_KT_ITEM_MU_Q).data,
+			   *bias = kt_value(m, TL_KT_ITEM_BIAS).data;
+	int32_t		S = m->cfg.n_skills;
+	int64_t    *counts = tl_alloc((size_t) S, sizeof(int64_t));
+
+	memset(skill_mu_avg, 0, sizeof(float) * S);
+	memset(skill_bias_avg, 0, sizeof(float) * S);
+	if (!counts)
+		return;					/* zeros: the skill's own terms only */
+	for (int32_t i = 1; i < m->cfg.n_items; i++)
+	{
+		int32_t		s = item_skill ? item_skill[i] : 0;
+
+		if (s < 1 || s >= S)
+			continue;
+		skill_mu_avg[s] += mu[i];
+		skill_bias_avg[s] += bias[i];
+		counts[s]++;
+	}
+	for (int32_t s = 0; s < S; s++)
+		if (counts[s] > 0)
+		{
+			skill_mu_avg[s] /= (float) counts[s];
+			skill_bias_avg[s] /= (float) counts[s];
+		}
+	tl_free(counts);
+}
+
+tl_status
+tl_kt_predict_next(tl_kt *m, const int32_t *items, const int32_t *skills,
+				   const float *correct, int64_t n,
+				   const tl_kt_query *queries, int64_t n_queries,
+				   const float *skill_mu_avg, const float *skill_bias_avg,
+				   float *probs)
+{
+	const int64_t D = m->cfg.d_model,
+				H = m->cfg.heads;
+	int64_t		used,
+				start,
+				T,
+				M = n_queries;
+	float	   *buf,
+			   *u,
+			   *qd,
+			   *att,
+			   *zbuf,
+			   *h1,
+			   *hid,
+			   *mean,
+			   *rstd,
+			   *item_term,
+			   *logits;
+	int32_t    *qskills;
+	tl_status	rc = TL_OK;
+
+	if (n < 0 || M <= 0 || !queries || !probs || (n > 0 && (!items || !skills || !correct)))
+		return tl_fail(TL_ERR_ARG, "next-answer prediction needs a history and at least one question");
+	used = n < m->cfg.window - 1 ? n : m->cfg.window - 1;
+	start = n - used;
+	T = used + 1;
+
+	/* the history as one valid row: answer p at position p, a query slot at the end */
+	for (int64_t p = 0; p < T; p++)
+	{
+		bool		real = p < used;
+
+		m->items[p] = real ? items[start + p] : 0;
+		m->skills[p] = real ? skills[start + p] : 0;
+		m->answers[p] = real ? correct[start + p] : 0.0f;
+		m->valid[p] = 1;
+		if (real && (m->items[p] < 0 || m->items[p] >= m->cfg.n_items ||
+					 m->skills[p] < 0 || m->skills[p] >= m->cfg.n_skills ||
+					 !(m->answers[p] >= 0.0f && m->answers[p] <= 1.0f)))
+			return tl_fail(TL_ERR_ARG, "history answer %lld is outside the model's vocabulary or [0, 1]",
+						   (long long) (start + p));
+	}
+	for (int64_t q = 0; q < M; q++)
+		if (queries[q].skill < 0 || queries[q].skill >= m->cfg.n_skills ||
+			queries[q].item < -1 || queries[q].item >= m->cfg.n_items ||
+			(queries[q].item == -1 && (!skill_mu_avg || !skill_bias_avg)))
+			return tl_fail(TL_ERR_ARG, "question %lld (item %d, skill %d) is outside the vocabulary",
+						   (long long) q, queries[q].item, queries[q].skill);
+	m->batch = 1;
+	m->seq = T;
+	kt_embed_inputs(m, m->enc);
+	TL_TRY(kt_encode(m, false, 0));
+
+	buf = tl_alloc((size_t) M, sizeof(float) * (6 * D + 4) + sizeof(int32_t));
+	if (!buf)
+		return tl_fail(TL_ERR_NOMEM, "cannot allocate %lld questions", (long long) M);
+	u = buf;
+	qd = u + M * D;
+	att = qd + M * D;
+	zbuf = att + M * D;
+	h1 = zbuf + M * D;
+	hid = h1 + M * D;
+	mean = hid + M * D;
+	rstd = mean + M;
+	item_term = rstd + M;
+	logits = item_term + M;
+	qskills = (int32_t *) (logits + M);
+
+	{
+		const float *mu = kt_value(m, TL_KT_ITEM_MU_Q).data,
+				   *ibias = kt_value(m, TL_KT_ITEM_BIAS).data;
+		tl_tensor	tu = TL_VIEW(u, M, D),
+					tq = TL_VIEW(qd, M, D),
+					tatt = TL_VIEW(att, M, D),
+					tz = TL_VIEW(zbuf, M, D),
+					tmean = TL_VIEW(mean, M),
+					trstd = TL_VIEW(rstd, M),
+					ths = TL_VIEW(m->hs, T, D),
+					tk = TL_VIEW(m->dk, T, D),
+					tv = TL_VIEW(m->dv, T, D),
+					wq = kt_value(m, TL_KT_DEC_WQ),
+					bq = kt_value(m, TL_KT_DEC_BQ),
+					wk = kt_value(m, TL_KT_DEC_WK),
+					bk = kt_value(m, TL_KT_DEC_BK),
+					wv = kt_value(m, TL_KT_DEC_WV),
+					bv = kt_value(m, TL_KT_DEC_BV),
+					wo = kt_value(m, TL_KT_DEC_WO),
+					bo = kt_value(m, TL_KT_DEC_BO),
+					lg = kt_value(m, TL_KT_DEC_LN_G),
+					lb = kt_value(m, TL_KT_DEC_LN_B);
+
+		for (int64_t q = 0; q < M; q++)
+		{
+			int32_t		s = queries[q].skill,
+						i = queries[q].item;
+
+			kt_question(m, u + q * D, s, i >= 0 ? mu[i] : skill_mu_avg[s]);
+			item_term[q] = i >= 0 ? ibias[i] : skill_bias_avg[s];
+			qskills[q] = s;
+		}
+#define TRY(expr) do { if ((rc = (expr)) != TL_OK) goto done; } while (0)
+		TRY(tl_linear_fwd(&tq, &tu, &wq, &bq));
+		TRY(tl_linear_fwd(&tk, &ths, &wk, &bk));
+		TRY(tl_linear_fwd(&tv, &ths, &wv, &bv));
+		TRY(tl_attention_query_fwd(&tatt, &tq, &tk, &tv, NULL, T - 1, H, true));
+		/* zpre = u + Wo att, in place over att's successor buffer qd */
+		TRY(tl_linear_fwd(&tq, &tatt, &wo, &bo));
+		TRY(tl_add(&tq, &tq, &tu));
+		TRY(tl_layernorm_fwd(&tz, &tmean, &trstd, &tq, &lg, &lb, TL_KT_LN_EPS));
+		TRY(kt_head(m, M, zbuf, h1, hid, logits, item_term, qskills));
+#undef TRY
+		for (int64_t q = 0; q < M; q++)
+			probs[q] = tl_sigmoidf(logits[q]);
+	}
+done:
+	tl_free(buf);
+	m->batch = 0;				/* no backward pass of this */
+	return rc;
+}
