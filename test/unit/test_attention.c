@@ -93,6 +93,7 @@ make_ctx(attn_ctx *c, uint64_t seed, const uint8_t *valid)
 	c->probs = ZEROS(B, H, T, T);
 	c->r = RAND(&rng, 1.0f, B, T, D);
 	c->valid = valid;
+	c->alibi = false;
 }
 
 static void
