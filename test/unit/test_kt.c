@@ -7,6 +7,7 @@
 #include "tl_kt.h"
 #include "tl_math.h"
 #include "tl_metrics.h"
+#include "tl_pfa.h"
 
 static tl_kt_config
 tiny_config(void)
@@ -269,10 +270,34 @@ test_learns_simulated_students(void **state)
 		ASSERT_OK(tl_binary_metrics_compute(pred, correct + off, test * SIM_LEN, &model_metrics));
 		ASSERT_OK(tl_binary_metrics_compute(truth + off, correct + off, test * SIM_LEN, &truth_metrics));
 	}
-	print_message("  simulated students: held-out AUC %.3f (simulator's own probabilities %.3f)\n",
-				  model_metrics.auc, truth_metrics.auc);
-	assert_true(model_metrics.auc > 0.72);
-	assert_true(model_metrics.auc < truth_metrics.auc);
+	{
+		/* the PFA baseline on the same students: the Transformer must not lose to it */
+		tl_pfa		pfa;
+		tl_pfa_config pcfg = {SIM_ITEMS + 1, SIM_SKILLS + 1, 0.01f, 0.0f};
+		tl_pfa_obs *obs = malloc(sizeof(tl_pfa_obs) * SIM_STUDENTS * SIM_LEN);
+		float	   *counts = calloc(2 * (SIM_SKILLS + 1), sizeof(float));
+		int			off = train * SIM_LEN;
+		tl_binary_metrics pfa_metrics;
+
+		for (int st = 0; st < SIM_STUDENTS; st++)
+			ASSERT_OK(tl_pfa_sequence_obs(items + st * SIM_LEN, skills + st * SIM_LEN, correct + st * SIM_LEN,
+										  SIM_LEN, SIM_SKILLS + 1, counts, obs + st * SIM_LEN));
+		ASSERT_OK(tl_pfa_create(&pfa, &pcfg));
+		for (int epoch = 0; epoch < 60; epoch++)
+			for (int first = 0; first < off; first += 128)
+				ASSERT_OK(tl_pfa_train_batch(&pfa, obs + first, first + 128 <= off ? 128 : off - first, &loss));
+		for (int i = 0; i < test * SIM_LEN; i++)
+			pred[i] = tl_sigmoidf(tl_pfa_logit(&pfa, obs + off + i));
+		ASSERT_OK(tl_binary_metrics_compute(pred, correct + off, test * SIM_LEN, &pfa_metrics));
+		print_message("  simulated students: held-out AUC %.3f, PFA baseline %.3f, simulator's own probabilities %.3f\n",
+					  model_metrics.auc, pfa_metrics.auc, truth_metrics.auc);
+		assert_true(model_metrics.auc > 0.72);
+		assert_true(model_metrics.auc > pfa_metrics.auc - 0.01);
+		assert_true(model_metrics.auc < truth_metrics.auc);
+		tl_pfa_free(&pfa);
+		free(obs);
+		free(counts);
+	}
 	tl_kt_free(&m);
 	free(items);
 	free(skills);
