@@ -9,7 +9,7 @@
 
 EXTENSION = tutor_llm
 MODULE_big = tutor_llm
-DATA = sql/tutor_llm--0.1.0.sql
+DATA = sql/tutor_llm--0.1.0.sql sql/tutor_llm--0.1.0--0.2.0.sql
 PGFILEDESC = "tutor_llm - personalised learning inside PostgreSQL"
 
 # The compute core and the models never include postgres.h; src/pg is the glue.

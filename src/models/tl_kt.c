@@ -138,7 +138,8 @@ tl_kt_create(tl_kt *m, const tl_kt_config *cfg, uint64_t seed)
 	}
 	tl_rng_seed(&rng, seed);
 	TRY(tl_params_alloc(&m->params, &rng));
-	TRY(tl_adamw_init(&m->opt, &m->params, cfg->lr, cfg->weight_decay));
+	if (cfg->lr > 0.0f)			/* lr 0: an inference-only model, no optimiser state */
+		TRY(tl_adamw_init(&m->opt, &m->params, cfg->lr, cfg->weight_decay));
 	for (int64_t l = 0; l < cfg->layers; l++)
 		TRY(tl_block_cache_alloc(&m->caches[l], &bcfg, N, cfg->window));
 

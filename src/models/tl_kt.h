@@ -46,7 +46,7 @@ typedef struct tl_kt_config
 	float		dropout;
 	int64_t		window;			/* T_max: answers per window */
 	int64_t		max_tokens;		/* B*T of one pass, at least window */
-	float		lr;
+	float		lr;				/* 0: inference only (no optimiser state) */
 	float		weight_decay;
 	float		clip_norm;		/* <= 0: none */
 } tl_kt_config;

@@ -10,11 +10,13 @@
 #include "utils/memutils.h"
 
 #include "tl_alloc.h"
+#include "kt.h"
 
 PG_MODULE_MAGIC;
 
 int			tutor_device = TL_DEVICE_AUTO;
 int			tutor_threads = 0;
+char	   *tutor_default_model = NULL;
 char		tutor_cuda_plugin_path[MAXPGPATH];
 
 static const struct config_enum_entry tutor_device_options[] = {
@@ -60,7 +62,16 @@ _PG_init(void)
 							NULL,
 							&tutor_threads, 0, 0, 1024,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("tutor.default_model",
+							   "The model used when a function is given no model name.",
+							   "Empty means the most recently deployed model.",
+							   &tutor_default_model, "",
+							   PGC_USERSET, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("tutor");
+
+	/* progress shared with other sessions needs a slot of shared memory */
+	if (process_shared_preload_libraries_in_progress)
+		tutor_progress_shmem_init();
 
 	snprintf(tutor_cuda_plugin_path, sizeof(tutor_cuda_plugin_path),
 			 "%s/tutor_llm_cuda.so", pkglib_path);

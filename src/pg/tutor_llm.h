@@ -12,11 +12,12 @@
 #include "tl_device.h"
 #include "tl_status.h"
 
-#define TUTOR_LLM_VERSION "0.1.0"
+#define TUTOR_LLM_VERSION "0.2.0"
 
 /* GUC values (tutor.*) */
 extern int	tutor_device;		/* a tl_device_kind */
 extern int	tutor_threads;		/* 0 = one per CPU */
+extern char *tutor_default_model;	/* "" = the most recently deployed */
 
 /* $libdir/tutor_llm_cuda.so, or "" before _PG_init. */
 extern char tutor_cuda_plugin_path[MAXPGPATH];
