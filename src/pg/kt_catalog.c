@@ -318,6 +318,24 @@ get_vocab(const tl_blob_reader *r, uint32 tag, tutor_vocab *v, int64 expected,
 	blob_check(tl_blob_expect_end(&c), "loading", name, version);
 }
 
+/* PFA: each skill's mean item easiness, for questions about "a typical item". */
+static void
+pfa_skill_averages(tutor_kt_model *m, int64 n_items, int64 n_skills)
+{
+	tl_tensor	beta = tl_params_value(&m->pfa.params, m->pfa.beta);
+	int64	   *counts = palloc0(sizeof(int64) * n_skills);
+
+	for (int64 i = 1; i < n_items; i++)
+	{
+		m->skill_bias_avg[m->item_skill[i]] += beta.data[i];
+		counts[m->item_skill[i]]++;
+	}
+	for (int64 s = 0; s < n_skills; s++)
+		if (counts[s] > 0)
+			m->skill_bias_avg[s] /= (float) counts[s];
+	pfree(counts);
+}
+
 /* Build a model object from a catalog row; everything in m->context. */
 static void
 load_model(tutor_kt_model *m, const char *kind, bytea *weights, Jsonb *config)
@@ -386,6 +404,8 @@ load_model(tutor_kt_model *m, const char *kind, bytea *weights, Jsonb *config)
 	m->skill_bias_avg = palloc0(sizeof(float) * n_skills);
 	if (m->kind == KT_KIND_TRANSFORMER)
 		tl_kt_skill_averages(&m->kt, m->item_skill, m->skill_mu_avg, m->skill_bias_avg);
+	else
+		pfa_skill_averages(m, n_items, n_skills);
 	tutor_kt_source_from_config(&m->source, config);
 }
 
