@@ -145,7 +145,8 @@ kt_eval_windows(const kt_dataset *d, const int64 *students, int64 n_students, in
 }
 
 int64 *
-kt_make_batches(const kt_window *w, int64 n_windows, int64 max_tokens, int64 *n_batches)
+kt_make_batches(const kt_window *w, int64 n_windows, int64 max_windows, int64 max_tokens,
+				int64 *n_batches)
 {
 	int64	   *starts = palloc_extended(sizeof(int64) * (n_windows + 1), MCXT_ALLOC_HUGE);
 	int64		nb = 0,
@@ -157,7 +158,7 @@ kt_make_batches(const kt_window *w, int64 n_windows, int64 max_tokens, int64 *n_
 		int32		longest = w[first].len;
 
 		/* windows come sorted by length: the batch's T is its last window's */
-		while (last < n_windows &&
+		while (last < n_windows && last - first < max_windows &&
 			   (last - first + 1) * (int64) Max(longest, w[last].len) <= max_tokens)
 		{
 			longest = Max(longest, w[last].len);

@@ -68,10 +68,12 @@ typedef struct kt_batch_buf
 
 /*
  * Group windows (in the given order, which the caller sorts by length)
- * into batches of at most max_tokens = B * T: returns the start of each
- * batch in the windows array and the count; batch b is [starts[b], starts[b+1]).
+ * into batches of at most max_windows windows and max_tokens = B * T
+ * answers: returns the start of each batch in the windows array and the
+ * count; batch b is [starts[b], starts[b+1]).
  */
-extern int64 *kt_make_batches(const kt_window *w, int64 n_windows, int64 max_tokens, int64 *n_batches);
+extern int64 *kt_make_batches(const kt_window *w, int64 n_windows, int64 max_windows,
+							  int64 max_tokens, int64 *n_batches);
 /* Fill buf with windows [first, last) and describe them in *batch. */
 extern void kt_fill_batch(const kt_dataset *d, const kt_window *w, int64 first, int64 last,
 						  kt_batch_buf *buf, tl_kt_batch *batch);

@@ -29,7 +29,7 @@
 PG_FUNCTION_INFO_V1(tutor_train_kt);
 PG_FUNCTION_INFO_V1(tutor_evaluate_kt);
 
-#define KT_WARMUP_STEPS 100		/* linear learning-rate warm-up */
+#define KT_WARMUP_STEPS 100		/* linear learning-rate warm-up, at most one epoch */
 #define PFA_BATCH 512
 
 static const char *const train_options[] = {
@@ -213,7 +213,7 @@ predict_windows(tl_kt *m, const kt_dataset *d, kt_window *w, int64 n_windows,
 	int64		p_cap = 0;
 
 	sort_windows_by_length(w, n_windows);
-	starts = kt_make_batches(w, n_windows, m->cfg.max_tokens, &n_batches);
+	starts = kt_make_batches(w, n_windows, m->cfg.max_tokens, m->cfg.max_tokens, &n_batches);
 	for (int64 b = 0; b < n_batches; b++)
 	{
 		tl_kt_batch batch;
@@ -400,6 +400,7 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 			int64		n_train_w,
 						n_valid_w,
 						n_batches,
+						warmup,
 					   *batch_starts,
 					   *batch_order;
 			kt_window  *train_w,
@@ -439,7 +440,7 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 
 				shuffle_windows(train_w, n_train_w, &rng);
 				sort_windows_by_length(train_w, n_train_w);
-				batch_starts = kt_make_batches(train_w, n_train_w, kcfg.max_tokens, &n_batches);
+				batch_starts = kt_make_batches(train_w, n_train_w, opt.batch_size, kcfg.max_tokens, &n_batches);
 				batch_order = palloc(sizeof(int64) * n_batches);
 				for (int64 b = 0; b < n_batches; b++)
 					batch_order[b] = b;
@@ -460,7 +461,8 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 					}
 					kt_fill_batch(&data, train_w, batch_starts[bi], batch_starts[bi + 1], &buf, &batch);
 					steps++;
-					kt.opt.lr = (float) opt.lr * (steps < KT_WARMUP_STEPS ? (float) steps / KT_WARMUP_STEPS : 1.0f);
+					warmup = Min(KT_WARMUP_STEPS, n_batches);
+					kt.opt.lr = (float) opt.lr * (steps < warmup ? (float) steps / warmup : 1.0f);
 					TUTOR_CHECK(tl_kt_train_step(&kt, &batch, (uint64) opt.seed * 1000003 + steps, &loss),
 								"training");
 					loss_sum += loss;
