@@ -17,8 +17,12 @@ CORE_SRCS = $(wildcard src/core/*.c) $(wildcard src/models/*.c)
 PG_SRCS = $(wildcard src/pg/*.c)
 OBJS = $(CORE_SRCS:.c=.o) $(PG_SRCS:.c=.o)
 
-REGRESS = version guc device selftest
+REGRESS = version guc device selftest kt_data kt_train kt_catalog kt_errors kt_cancel
 REGRESS_OPTS = --outputdir=build/regress
+# Concurrency: a training session watched from another one (needs
+# tutor_llm in shared_preload_libraries, as the scripts' clusters have).
+ISOLATION = kt_progress
+ISOLATION_OPTS = --outputdir=build/isolation
 
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
@@ -39,6 +43,10 @@ include $(PGXS)
 include test/core.mk
 -include kernels/cuda.mk
 
+# PGXS does not track header dependencies: every object depends on every
+# header of the project, so a changed struct never leaves a stale object.
+$(OBJS): $(wildcard src/*/*.h)
+
 all: cuda-plugin
 install: install-cuda
 
@@ -47,5 +55,5 @@ install: install-cuda
 # pg_regress writes its results under build/ rather than the source tree.
 installcheck: regress-outputdir
 regress-outputdir:
-	@mkdir -p build/regress
+	@mkdir -p build/regress build/isolation
 .PHONY: regress-outputdir

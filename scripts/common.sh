@@ -124,6 +124,8 @@ start_cluster() {
 		fsync = off
 		max_connections = 40
 		shared_buffers = 128MB
+		shared_preload_libraries = 'tutor_llm'
+		max_prepared_transactions = 10
 	CONF
 	as_cluster_user "$(PG_BIN)/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null ||
 		{ cat "$CLUSTER_DIR/server.log"; die "the cluster did not start"; }

@@ -2,6 +2,10 @@
 
 \echo Use "ALTER EXTENSION tutor_llm UPDATE TO '0.2.0'" to load this file. \quit
 
+-- Everyone may call the functions; what they read is governed by the
+-- privileges on the sources and on tutor.models.
+GRANT USAGE ON SCHEMA tutor TO PUBLIC;
+
 -- Trained models, one row per version.  Rows are written only by
 -- tutor.train_kt and changed only by tutor.deploy; everyone may read.
 CREATE TABLE tutor.models (

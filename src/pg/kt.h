@@ -103,6 +103,7 @@ typedef enum tutor_kt_kind
 typedef struct tutor_kt_model
 {
 	int64		model_id;
+	TransactionId row_xmin;		/* the catalog row version it was loaded from */
 	char	   *name;
 	int32		version;
 	tutor_kt_kind kind;

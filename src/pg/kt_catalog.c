@@ -409,9 +409,13 @@ load_model(tutor_kt_model *m, const char *kind, bytea *weights, Jsonb *config)
 	tutor_kt_source_from_config(&m->source, config);
 }
 
-/* The model_id of the model a call asks for, with errors for each miss. */
+/*
+ * The model_id and row version (xmin) of the model a call asks for, with
+ * errors for each miss.  The cache is keyed by both, so a row changed in
+ * place (a deploy, or a repair of its weights) is loaded afresh.
+ */
 static int64
-resolve_model_id(const char *name)
+resolve_model_id(const char *name, TransactionId *row_xmin)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
@@ -422,7 +426,7 @@ resolve_model_id(const char *name)
 		want = tutor_default_model;
 	if (want == NULL)
 	{
-		catalog_query("SELECT model_id FROM tutor.models WHERE deployed_at IS NOT NULL "
+		catalog_query("SELECT model_id, xmin FROM tutor.models WHERE deployed_at IS NOT NULL "
 					  "ORDER BY deployed_at DESC, model_id DESC LIMIT 1", 0, NULL, NULL, NULL, true);
 		if (SPI_processed == 0)
 			ereport(ERROR,
@@ -433,7 +437,7 @@ resolve_model_id(const char *name)
 	else
 	{
 		values[0] = CStringGetTextDatum(want);
-		catalog_query("SELECT model_id FROM tutor.models WHERE name = $1 AND deployed_at IS NOT NULL",
+		catalog_query("SELECT model_id, xmin FROM tutor.models WHERE name = $1 AND deployed_at IS NOT NULL",
 					  1, types, values, NULL, true);
 		if (SPI_processed == 0)
 		{
@@ -445,13 +449,15 @@ resolve_model_id(const char *name)
 					 name == NULL ? errdetail("tutor.default_model names it.") : 0));
 		}
 	}
+	*row_xmin = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 tutor_kt_model *
 tutor_kt_load(const char *name)
 {
-	int64		model_id = resolve_model_id(name);
+	TransactionId row_xmin;
+	int64		model_id = resolve_model_id(name, &row_xmin);
 	Oid			types[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(model_id)};
 	int			slot = 0;
@@ -463,7 +469,7 @@ tutor_kt_load(const char *name)
 	bool		isnull;
 
 	for (int i = 0; i < KT_CACHE_SIZE; i++)
-		if (model_cache[i] && model_cache[i]->model_id == model_id)
+		if (model_cache[i] && model_cache[i]->model_id == model_id && model_cache[i]->row_xmin == row_xmin)
 		{
 			model_cache_used[i] = ++model_cache_clock;
 			return model_cache[i];
@@ -482,6 +488,7 @@ tutor_kt_load(const char *name)
 	m = palloc0(sizeof(*m));
 	m->context = cxt;
 	m->model_id = model_id;
+	m->row_xmin = row_xmin;
 	m->name = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
 	m->version = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 	load_model(m, TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)),
