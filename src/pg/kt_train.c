@@ -495,7 +495,7 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 					since_best++;
 				tutor_progress_valid(last_auc, best_auc);
 				ereport(NOTICE,
-						(errmsg("epoch %lld/%lld: loss %.4f, validation AUC %.4f, %.1f s",
+						(errmsg("epoch %lld/%lld: loss %.4f, validation AUC %.4f, %.2f s",
 								(long long) epoch, (long long) opt.epochs, last_loss, last_auc,
 								seconds_since(start) - epoch_start)));
 				if (since_best >= opt.patience)
@@ -566,7 +566,7 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 					since_best++;
 				tutor_progress_valid(last_auc, best_auc);
 				ereport(NOTICE,
-						(errmsg("epoch %lld/%lld: loss %.4f, validation AUC %.4f, %.1f s",
+						(errmsg("epoch %lld/%lld: loss %.4f, validation AUC %.4f, %.2f s",
 								(long long) epoch, (long long) opt.epochs, last_loss, last_auc,
 								seconds_since(start) - epoch_start)));
 				if (since_best >= opt.patience)
