@@ -40,3 +40,29 @@ tl_free(void *ptr)
 	else
 		free(ptr);
 }
+
+tl_status
+tl_alloc_buffers(const tl_buffer *buffers, int n, const char *what)
+{
+	for (int i = 0; i < n; i++)
+	{
+		*buffers[i].slot = tl_alloc(buffers[i].count, buffers[i].size);
+		if (!*buffers[i].slot)
+		{
+			tl_free_buffers(buffers, i);
+			return tl_fail(TL_ERR_NOMEM, "cannot allocate %s (%zu x %zu bytes)",
+						   what, buffers[i].count, buffers[i].size);
+		}
+	}
+	return TL_OK;
+}
+
+void
+tl_free_buffers(const tl_buffer *buffers, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		tl_free(*buffers[i].slot);
+		*buffers[i].slot = NULL;
+	}
+}

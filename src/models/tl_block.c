@@ -67,74 +67,62 @@ tl_block_declare(tl_block *block, const tl_block_config *cfg, tl_params *ps, con
 	return TL_OK;
 }
 
+/* The cache's buffers, listed once for allocation and release. */
+#define TL_BLOCK_CACHE_BUFFERS 21
+
+static void
+block_cache_buffers(tl_block_cache *c, int64_t D, int64_t F, int64_t H, tl_buffer *b)
+{
+	int64_t		N = c->max_tokens;
+	int			n = 0;
+
+	b[n++] = TL_BUFFER(c->x, N * D);
+	b[n++] = TL_BUFFER(c->ln1, N * D);
+	b[n++] = TL_BUFFER(c->ln1_mean, N);
+	b[n++] = TL_BUFFER(c->ln1_rstd, N);
+	b[n++] = TL_BUFFER(c->q, N * D);
+	b[n++] = TL_BUFFER(c->k, N * D);
+	b[n++] = TL_BUFFER(c->v, N * D);
+	b[n++] = TL_BUFFER(c->probs, N * H * c->max_seq);
+	b[n++] = TL_BUFFER(c->attn, N * D);
+	b[n++] = TL_BUFFER(c->x2, N * D);
+	b[n++] = TL_BUFFER(c->ln2, N * D);
+	b[n++] = TL_BUFFER(c->ln2_mean, N);
+	b[n++] = TL_BUFFER(c->ln2_rstd, N);
+	b[n++] = TL_BUFFER(c->u, N * F);
+	b[n++] = TL_BUFFER(c->g, N * F);
+	b[n++] = TL_BUFFER(c->tmp_d1, N * D);
+	b[n++] = TL_BUFFER(c->tmp_d2, N * D);
+	b[n++] = TL_BUFFER(c->dq, N * D);
+	b[n++] = TL_BUFFER(c->dk, N * D);
+	b[n++] = TL_BUFFER(c->dv, N * D);
+	b[n++] = TL_BUFFER(c->tmp_f, N * F);
+}
+
 tl_status
 tl_block_cache_alloc(tl_block_cache *c, const tl_block_config *cfg, int64_t max_tokens, int64_t max_seq)
 {
-	int64_t		N,
-				D = cfg->d_model,
+	int64_t		D = cfg->d_model,
 				F = cfg->d_ff;
-	struct
-	{
-		float	  **slot;
-		int64_t		floats;
-	}			bufs[22];
-	int			nbufs = 0;
+	tl_buffer	b[TL_BLOCK_CACHE_BUFFERS];
 
 	memset(c, 0, sizeof(*c));
 	if (D <= 0 || F <= 0 || cfg->heads <= 0 || max_tokens <= 0 || max_seq <= 0 || max_seq > max_tokens ||
 		max_tokens > INT64_MAX / max_seq / cfg->heads / (F > D ? F : D))
 		return tl_fail(TL_ERR_ARG, "block cache needs 0 < max_seq <= max_tokens within range");
-	N = max_tokens;
 	c->max_tokens = max_tokens;
 	c->max_seq = max_seq;
-#define TL_BUF(field, n) (bufs[nbufs].slot = &c->field, bufs[nbufs++].floats = (n))
-	TL_BUF(x, N * D);
-	TL_BUF(ln1, N * D);
-	TL_BUF(ln1_mean, N);
-	TL_BUF(ln1_rstd, N);
-	TL_BUF(q, N * D);
-	TL_BUF(k, N * D);
-	TL_BUF(v, N * D);
-	TL_BUF(probs, max_tokens * cfg->heads * max_seq);
-	TL_BUF(attn, N * D);
-	TL_BUF(x2, N * D);
-	TL_BUF(ln2, N * D);
-	TL_BUF(ln2_mean, N);
-	TL_BUF(ln2_rstd, N);
-	TL_BUF(u, N * F);
-	TL_BUF(g, N * F);
-	TL_BUF(tmp_d1, N * D);
-	TL_BUF(tmp_d2, N * D);
-	TL_BUF(dq, N * D);
-	TL_BUF(dk, N * D);
-	TL_BUF(dv, N * D);
-	TL_BUF(tmp_f, N * F);
-#undef TL_BUF
-	for (int i = 0; i < nbufs; i++)
-	{
-		*bufs[i].slot = tl_alloc((size_t) bufs[i].floats, sizeof(float));
-		if (!*bufs[i].slot)
-		{
-			tl_block_cache_free(c);
-			return tl_fail(TL_ERR_NOMEM, "cannot allocate block activations for %lld tokens",
-						   (long long) max_tokens);
-		}
-	}
-	return TL_OK;
+	block_cache_buffers(c, D, F, cfg->heads, b);
+	return tl_alloc_buffers(b, TL_BLOCK_CACHE_BUFFERS, "block activations");
 }
 
 void
 tl_block_cache_free(tl_block_cache *c)
 {
-	float	  **all[] = {&c->x, &c->ln1, &c->ln1_mean, &c->ln1_rstd, &c->q, &c->k, &c->v,
-		&c->probs, &c->attn, &c->x2, &c->ln2, &c->ln2_mean, &c->ln2_rstd, &c->u, &c->g,
-	&c->tmp_d1, &c->tmp_d2, &c->dq, &c->dk, &c->dv, &c->tmp_f};
+	tl_buffer	b[TL_BLOCK_CACHE_BUFFERS];
 
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-	{
-		tl_free(*all[i]);
-		*all[i] = NULL;
-	}
+	block_cache_buffers(c, 0, 0, 0, b);
+	tl_free_buffers(b, TL_BLOCK_CACHE_BUFFERS);
 }
 
 /* Dropout seeds of the two residual branches, derived from the pass seed. */

@@ -88,21 +88,60 @@ kt_check_config(const tl_kt_config *c)
 	return TL_OK;
 }
 
+/* The activation buffers, listed once for allocation and release. */
+#define TL_KT_BUFFERS 32
+
+static void
+kt_buffers(tl_kt *m, tl_buffer *b)
+{
+	const tl_kt_config *cfg = &m->cfg;
+	int64_t		N = cfg->max_tokens,
+				D = cfg->d_model;
+	int			n = 0;
+
+	b[n++] = TL_BUFFER(m->enc, (cfg->layers + 1) * N * D);
+	b[n++] = TL_BUFFER(m->hs, N * D);
+	b[n++] = TL_BUFFER(m->hs_mean, N);
+	b[n++] = TL_BUFFER(m->hs_rstd, N);
+	b[n++] = TL_BUFFER(m->u, N * D);
+	b[n++] = TL_BUFFER(m->dq, N * D);
+	b[n++] = TL_BUFFER(m->dk, N * D);
+	b[n++] = TL_BUFFER(m->dv, N * D);
+	b[n++] = TL_BUFFER(m->dprobs, N * cfg->heads * cfg->window);
+	b[n++] = TL_BUFFER(m->dattn, N * D);
+	b[n++] = TL_BUFFER(m->zpre, N * D);
+	b[n++] = TL_BUFFER(m->z, N * D);
+	b[n++] = TL_BUFFER(m->z_mean, N);
+	b[n++] = TL_BUFFER(m->z_rstd, N);
+	b[n++] = TL_BUFFER(m->h1, N * D);
+	b[n++] = TL_BUFFER(m->hid, N * D);
+	b[n++] = TL_BUFFER(m->logits, N);
+	b[n++] = TL_BUFFER(m->g1, N * D);
+	b[n++] = TL_BUFFER(m->g2, N * D);
+	b[n++] = TL_BUFFER(m->g3, N * D);
+	b[n++] = TL_BUFFER(m->g4, N * D);
+	b[n++] = TL_BUFFER(m->g5, N * D);
+	b[n++] = TL_BUFFER(m->gq, N * D);
+	b[n++] = TL_BUFFER(m->gk, N * D);
+	b[n++] = TL_BUFFER(m->gv, N * D);
+	b[n++] = TL_BUFFER(m->dlogits, N);
+	b[n++] = TL_BUFFER(m->weights, N);
+	b[n++] = TL_BUFFER(m->targets, N);
+	b[n++] = TL_BUFFER(m->items, N);
+	b[n++] = TL_BUFFER(m->skills, N);
+	b[n++] = TL_BUFFER(m->answers, N);
+	b[n++] = TL_BUFFER(m->valid, N);
+}
+
 tl_status
 tl_kt_create(tl_kt *m, const tl_kt_config *cfg, uint64_t seed)
 {
 	int64_t		N = cfg->max_tokens,
 				D = cfg->d_model;
 	tl_block_config bcfg;
+	tl_buffer	bufs[TL_KT_BUFFERS];
 	tl_rng		rng;
 	tl_status	rc;
-	struct
-	{
-		void	  **slot;
-		int64_t		count;
-		size_t		size;
-	}			bufs[32];
-	int			nbufs = 0;
 
 	memset(m, 0, sizeof(*m));
 	TL_TRY(kt_check_config(cfg));
@@ -142,52 +181,8 @@ tl_kt_create(tl_kt *m, const tl_kt_config *cfg, uint64_t seed)
 		TRY(tl_adamw_init(&m->opt, &m->params, cfg->lr, cfg->weight_decay));
 	for (int64_t l = 0; l < cfg->layers; l++)
 		TRY(tl_block_cache_alloc(&m->caches[l], &bcfg, N, cfg->window));
-
-#define KT_BUF(field, n) (bufs[nbufs].slot = (void **) &m->field, bufs[nbufs].count = (n), \
-						  bufs[nbufs++].size = sizeof(*m->field))
-	KT_BUF(enc, (cfg->layers + 1) * N * D);
-	KT_BUF(hs, N * D);
-	KT_BUF(hs_mean, N);
-	KT_BUF(hs_rstd, N);
-	KT_BUF(u, N * D);
-	KT_BUF(dq, N * D);
-	KT_BUF(dk, N * D);
-	KT_BUF(dv, N * D);
-	KT_BUF(dprobs, N * cfg->heads * cfg->window);
-	KT_BUF(dattn, N * D);
-	KT_BUF(zpre, N * D);
-	KT_BUF(z, N * D);
-	KT_BUF(z_mean, N);
-	KT_BUF(z_rstd, N);
-	KT_BUF(h1, N * D);
-	KT_BUF(hid, N * D);
-	KT_BUF(logits, N);
-	KT_BUF(g1, N * D);
-	KT_BUF(g2, N * D);
-	KT_BUF(g3, N * D);
-	KT_BUF(g4, N * D);
-	KT_BUF(g5, N * D);
-	KT_BUF(gq, N * D);
-	KT_BUF(gk, N * D);
-	KT_BUF(gv, N * D);
-	KT_BUF(dlogits, N);
-	KT_BUF(weights, N);
-	KT_BUF(targets, N);
-	KT_BUF(items, N);
-	KT_BUF(skills, N);
-	KT_BUF(answers, N);
-	KT_BUF(valid, N);
-#undef KT_BUF
-	for (int i = 0; i < nbufs; i++)
-	{
-		*bufs[i].slot = tl_alloc((size_t) bufs[i].count, bufs[i].size);
-		if (!*bufs[i].slot)
-		{
-			rc = tl_fail(TL_ERR_NOMEM, "cannot allocate knowledge-tracing activations for %lld tokens",
-						 (long long) N);
-			goto fail;
-		}
-	}
+	kt_buffers(m, bufs);
+	TRY(tl_alloc_buffers(bufs, TL_KT_BUFFERS, "knowledge-tracing activations"));
 #undef TRY
 	return TL_OK;
 
@@ -199,10 +194,7 @@ fail:
 void
 tl_kt_free(tl_kt *m)
 {
-	void	   *bufs[] = {m->enc, m->hs, m->hs_mean, m->hs_rstd, m->u, m->dq, m->dk, m->dv,
-		m->dprobs, m->dattn, m->zpre, m->z, m->z_mean, m->z_rstd, m->h1, m->hid, m->logits,
-		m->g1, m->g2, m->g3, m->g4, m->g5, m->gq, m->gk, m->gv, m->dlogits, m->weights,
-	m->targets, m->items, m->skills, m->answers, m->valid};
+	tl_buffer	bufs[TL_KT_BUFFERS];
 
 	if (m->caches)
 		for (int64_t l = 0; l < m->cfg.layers; l++)
@@ -211,8 +203,8 @@ tl_kt_free(tl_kt *m)
 	tl_free(m->caches);
 	tl_params_free(&m->params);
 	tl_adamw_free(&m->opt);
-	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
-		tl_free(bufs[i]);
+	kt_buffers(m, bufs);
+	tl_free_buffers(bufs, TL_KT_BUFFERS);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -367,6 +359,33 @@ kt_embed_questions_bwd(tl_kt *m, const float *du)
 
 /* ---- forward and backward ---------------------------------------------- */
 
+/* The decoder's parameters as tensors. */
+typedef struct kt_decoder
+{
+	tl_tensor	wq,
+				bq,
+				wk,
+				bk,
+				wv,
+				bv,
+				wo,
+				bo,
+				ln_g,
+				ln_b;
+} kt_decoder;
+
+static kt_decoder
+kt_decoder_params(const tl_kt *m)
+{
+	return (kt_decoder) {
+		kt_value(m, TL_KT_DEC_WQ), kt_value(m, TL_KT_DEC_BQ),
+			kt_value(m, TL_KT_DEC_WK), kt_value(m, TL_KT_DEC_BK),
+			kt_value(m, TL_KT_DEC_WV), kt_value(m, TL_KT_DEC_BV),
+			kt_value(m, TL_KT_DEC_WO), kt_value(m, TL_KT_DEC_BO),
+			kt_value(m, TL_KT_DEC_LN_G), kt_value(m, TL_KT_DEC_LN_B),
+	};
+}
+
 /* Copy and validate a batch into the model's buffers. */
 static tl_status
 kt_load_batch(tl_kt *m, const tl_kt_batch *bt)
@@ -490,16 +509,7 @@ tl_kt_forward(tl_kt *m, const tl_kt_batch *batch, bool training, uint64_t seed, 
 				logits,
 				targets,
 				weights;
-	tl_tensor	wq = kt_value(m, TL_KT_DEC_WQ),
-				bq = kt_value(m, TL_KT_DEC_BQ),
-				wk = kt_value(m, TL_KT_DEC_WK),
-				bk = kt_value(m, TL_KT_DEC_BK),
-				wv = kt_value(m, TL_KT_DEC_WV),
-				bv = kt_value(m, TL_KT_DEC_BV),
-				wo = kt_value(m, TL_KT_DEC_WO),
-				bo = kt_value(m, TL_KT_DEC_BO),
-				lg = kt_value(m, TL_KT_DEC_LN_G),
-				lb = kt_value(m, TL_KT_DEC_LN_B);
+	kt_decoder	dec = kt_decoder_params(m);
 
 	if (!loss)
 		return tl_fail(TL_ERR_ARG, "knowledge-tracing forward needs a loss output");
@@ -526,14 +536,14 @@ tl_kt_forward(tl_kt *m, const tl_kt_batch *batch, bool training, uint64_t seed, 
 	z = TL_VIEW(m->z, B, T, D);
 	mean = TL_VIEW(m->z_mean, N);
 	rstd = TL_VIEW(m->z_rstd, N);
-	TL_TRY(tl_linear_fwd(&q, &u, &wq, &bq));
-	TL_TRY(tl_linear_fwd(&k, &hs, &wk, &bk));
-	TL_TRY(tl_linear_fwd(&v, &hs, &wv, &bv));
+	TL_TRY(tl_linear_fwd(&q, &u, &dec.wq, &dec.bq));
+	TL_TRY(tl_linear_fwd(&k, &hs, &dec.wk, &dec.bk));
+	TL_TRY(tl_linear_fwd(&v, &hs, &dec.wv, &dec.bv));
 	TL_TRY(tl_attention_fwd(&attn, &probs, &q, &k, &v, m->valid, (tl_attn_dims) {B, T, H, D / H, true}));
-	TL_TRY(tl_linear_fwd(&od, &attn, &wo, &bo));
+	TL_TRY(tl_linear_fwd(&od, &attn, &dec.wo, &dec.bo));
 	TL_TRY(tl_dropout_fwd(&od, &od, p, tl_mix64(seed ^ TL_KT_SITE_DEC), 0));
 	TL_TRY(tl_add(&zpre, &u, &od));
-	TL_TRY(tl_layernorm_fwd(&z, &mean, &rstd, &zpre, &lg, &lb, TL_KT_LN_EPS));
+	TL_TRY(tl_layernorm_fwd(&z, &mean, &rstd, &zpre, &dec.ln_g, &dec.ln_b, TL_KT_LN_EPS));
 
 	/* per-row item term into g2 (free until the backward pass) */
 	item_bias = kt_value(m, TL_KT_ITEM_BIAS).data;
@@ -790,17 +800,8 @@ tl_kt_predict_next(tl_kt *m, const int32_t *items, const int32_t *skills,
 					trstd = TL_VIEW(rstd, M),
 					ths = TL_VIEW(m->hs, T, D),
 					tk = TL_VIEW(m->dk, T, D),
-					tv = TL_VIEW(m->dv, T, D),
-					wq = kt_value(m, TL_KT_DEC_WQ),
-					bq = kt_value(m, TL_KT_DEC_BQ),
-					wk = kt_value(m, TL_KT_DEC_WK),
-					bk = kt_value(m, TL_KT_DEC_BK),
-					wv = kt_value(m, TL_KT_DEC_WV),
-					bv = kt_value(m, TL_KT_DEC_BV),
-					wo = kt_value(m, TL_KT_DEC_WO),
-					bo = kt_value(m, TL_KT_DEC_BO),
-					lg = kt_value(m, TL_KT_DEC_LN_G),
-					lb = kt_value(m, TL_KT_DEC_LN_B);
+					tv = TL_VIEW(m->dv, T, D);
+		kt_decoder	dec = kt_decoder_params(m);
 
 		for (int64_t q = 0; q < M; q++)
 		{
@@ -812,14 +813,14 @@ tl_kt_predict_next(tl_kt *m, const int32_t *items, const int32_t *skills,
 			qskills[q] = s;
 		}
 #define TRY(expr) do { if ((rc = (expr)) != TL_OK) goto done; } while (0)
-		TRY(tl_linear_fwd(&tq, &tu, &wq, &bq));
-		TRY(tl_linear_fwd(&tk, &ths, &wk, &bk));
-		TRY(tl_linear_fwd(&tv, &ths, &wv, &bv));
+		TRY(tl_linear_fwd(&tq, &tu, &dec.wq, &dec.bq));
+		TRY(tl_linear_fwd(&tk, &ths, &dec.wk, &dec.bk));
+		TRY(tl_linear_fwd(&tv, &ths, &dec.wv, &dec.bv));
 		TRY(tl_attention_query_fwd(&tatt, &tq, &tk, &tv, NULL, T - 1, H, true));
-		/* zpre = u + Wo att, in place over att's successor buffer qd */
-		TRY(tl_linear_fwd(&tq, &tatt, &wo, &bo));
+		/* zpre = u + Wo att, reusing the query buffer */
+		TRY(tl_linear_fwd(&tq, &tatt, &dec.wo, &dec.bo));
 		TRY(tl_add(&tq, &tq, &tu));
-		TRY(tl_layernorm_fwd(&tz, &tmean, &trstd, &tq, &lg, &lb, TL_KT_LN_EPS));
+		TRY(tl_layernorm_fwd(&tz, &tmean, &trstd, &tq, &dec.ln_g, &dec.ln_b, TL_KT_LN_EPS));
 		TRY(kt_head(m, M, zbuf, h1, hid, logits, item_term, qskills));
 #undef TRY
 		for (int64_t q = 0; q < M; q++)

@@ -7,9 +7,36 @@
 #include "tl_alloc.h"
 #include "tl_seqlm.h"
 
+/* The activation buffers, listed once for allocation and release. */
+#define TL_SEQLM_BUFFERS 13
+
+static void
+seqlm_buffers(tl_seqlm *m, tl_buffer *b)
+{
+	int64_t		N = m->cfg.max_batch * m->cfg.max_seq,
+				D = m->cfg.d_model,
+				V = m->cfg.vocab;
+	int			n = 0;
+
+	b[n++] = TL_BUFFER(m->acts, (m->cfg.layers + 1) * N * D);
+	b[n++] = TL_BUFFER(m->pos_tmp, N * D);
+	b[n++] = TL_BUFFER(m->lnf, N * D);
+	b[n++] = TL_BUFFER(m->lnf_mean, N);
+	b[n++] = TL_BUFFER(m->lnf_rstd, N);
+	b[n++] = TL_BUFFER(m->logits, N * V);
+	b[n++] = TL_BUFFER(m->dlogits, N * V);
+	b[n++] = TL_BUFFER(m->grad_a, N * D);
+	b[n++] = TL_BUFFER(m->grad_b, N * D);
+	b[n++] = TL_BUFFER(m->tokens, N);
+	b[n++] = TL_BUFFER(m->targets, N);
+	b[n++] = TL_BUFFER(m->positions, N);
+	b[n++] = TL_BUFFER(m->key_valid, N);
+}
+
 tl_status
 tl_seqlm_create(tl_seqlm *m, const tl_seqlm_config *cfg, uint64_t seed)
 {
+	tl_buffer	bufs[TL_SEQLM_BUFFERS];
 	int64_t		N,
 				D = cfg->d_model,
 				V = cfg->vocab;
@@ -53,26 +80,8 @@ tl_seqlm_create(tl_seqlm *m, const tl_seqlm_config *cfg, uint64_t seed)
 	for (int64_t l = 0; l < cfg->layers; l++)
 		TRY(tl_block_cache_alloc(&m->caches[l], &bcfg, N, cfg->max_seq));
 
-	m->acts = tl_alloc((size_t) ((cfg->layers + 1) * N * D), sizeof(float));
-	m->pos_tmp = tl_alloc((size_t) (N * D), sizeof(float));
-	m->lnf = tl_alloc((size_t) (N * D), sizeof(float));
-	m->lnf_mean = tl_alloc((size_t) N, sizeof(float));
-	m->lnf_rstd = tl_alloc((size_t) N, sizeof(float));
-	m->logits = tl_alloc((size_t) (N * V), sizeof(float));
-	m->dlogits = tl_alloc((size_t) (N * V), sizeof(float));
-	m->grad_a = tl_alloc((size_t) (N * D), sizeof(float));
-	m->grad_b = tl_alloc((size_t) (N * D), sizeof(float));
-	m->tokens = tl_alloc((size_t) N, sizeof(int32_t));
-	m->targets = tl_alloc((size_t) N, sizeof(int32_t));
-	m->positions = tl_alloc((size_t) N, sizeof(int32_t));
-	m->key_valid = tl_alloc((size_t) N, sizeof(uint8_t));
-	if (!m->acts || !m->pos_tmp || !m->lnf || !m->lnf_mean || !m->lnf_rstd || !m->logits ||
-		!m->dlogits || !m->grad_a || !m->grad_b || !m->tokens || !m->targets ||
-		!m->positions || !m->key_valid)
-	{
-		rc = tl_fail(TL_ERR_NOMEM, "cannot allocate seqlm activations");
-		goto fail;
-	}
+	seqlm_buffers(m, bufs);
+	TRY(tl_alloc_buffers(bufs, TL_SEQLM_BUFFERS, "seqlm activations"));
 #undef TRY
 	return TL_OK;
 
@@ -84,6 +93,8 @@ fail:
 void
 tl_seqlm_free(tl_seqlm *m)
 {
+	tl_buffer	bufs[TL_SEQLM_BUFFERS];
+
 	if (m->caches)
 		for (int64_t l = 0; l < m->cfg.layers; l++)
 			tl_block_cache_free(&m->caches[l]);
@@ -91,19 +102,8 @@ tl_seqlm_free(tl_seqlm *m)
 	tl_free(m->caches);
 	tl_params_free(&m->params);
 	tl_adamw_free(&m->opt);
-	tl_free(m->acts);
-	tl_free(m->pos_tmp);
-	tl_free(m->lnf);
-	tl_free(m->lnf_mean);
-	tl_free(m->lnf_rstd);
-	tl_free(m->logits);
-	tl_free(m->dlogits);
-	tl_free(m->grad_a);
-	tl_free(m->grad_b);
-	tl_free(m->tokens);
-	tl_free(m->targets);
-	tl_free(m->positions);
-	tl_free(m->key_valid);
+	seqlm_buffers(m, bufs);
+	tl_free_buffers(bufs, TL_SEQLM_BUFFERS);
 	memset(m, 0, sizeof(*m));
 }
 

@@ -282,6 +282,40 @@ pfa_auc(const tl_pfa *m, const tl_pfa_obs *obs, int64 n, tl_binary_metrics *metr
 	return metrics->auc;
 }
 
+/* Early stopping on the validation AUC, keeping the best parameters. */
+typedef struct kt_best
+{
+	double		auc;			/* best validation AUC; -1 before any */
+	int64		epoch;			/* the epoch that reached it */
+	int64		since;			/* epochs since then */
+	float	   *params;			/* copy of the best parameter values */
+} kt_best;
+
+/*
+ * Close an epoch: keep the parameters if the validation AUC improved (or
+ * always, without validation), report, and say whether to stop.
+ */
+static bool
+kt_epoch_end(kt_best *best, const tl_params *params, int64 epoch, int64 epochs, int64 patience,
+			 double loss, double auc, double seconds)
+{
+	if (isnan(auc) || auc > best->auc + 1e-5)
+	{
+		if (!isnan(auc))
+			best->auc = auc;
+		best->epoch = epoch;
+		best->since = 0;
+		memcpy(best->params, params->value, sizeof(float) * params->total);
+	}
+	else
+		best->since++;
+	tutor_progress_valid(auc, best->auc < 0 ? NAN : best->auc);
+	ereport(NOTICE,
+			(errmsg("epoch %lld/%lld: loss %.4f, validation AUC %.4f, %.2f s",
+					(long long) epoch, (long long) epochs, loss, auc, seconds)));
+	return best->since >= patience;
+}
+
 /* Add "key": number to a JSON report, with null for NaN. */
 static void
 json_number(StringInfo s, const char *key, double v)
@@ -311,14 +345,11 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 				n_valid,
 				n_train,
 				epochs_run = 0,
-				best_epoch = 0,
-				since_best = 0,
 				steps = 0;
-	double		best_auc = -1.0,
-				last_loss = NAN,
+	kt_best		best = {-1.0, 0, 0, NULL};
+	double		last_loss = NAN,
 				last_auc = NAN,
 				train_seconds = 0.0;
-	float	   *best_params = NULL;
 	const tl_params *params;
 	tl_kt		kt = {0};
 	tl_pfa		pfa = {0};
@@ -418,8 +449,8 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 			};
 			TUTOR_CHECK(tl_kt_create(&kt, &kcfg, (uint64) opt.seed), "model creation");
 			params = &kt.params;
-			best_params = palloc_extended(sizeof(float) * params->total, MCXT_ALLOC_HUGE);
-			memcpy(best_params, params->value, sizeof(float) * params->total);
+			best.params = palloc_extended(sizeof(float) * params->total, MCXT_ALLOC_HUGE);
+			memcpy(best.params, params->value, sizeof(float) * params->total);
 			train_w = kt_train_windows(&data, order + n_valid, n_train, (int32) opt.window, &n_train_w);
 			valid_w = kt_eval_windows(&data, order, n_valid, (int32) opt.window, &n_valid_w);
 			if (n_valid > 0)
@@ -484,24 +515,11 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 					TUTOR_CHECK(tl_binary_metrics_compute(vp, vy, n, &mt), "validation metrics");
 					last_auc = mt.auc;
 				}
-				if (n_valid == 0 || isnan(last_auc) || last_auc > best_auc + 1e-5)
-				{
-					best_auc = isnan(last_auc) ? best_auc : last_auc;
-					best_epoch = epoch;
-					since_best = 0;
-					memcpy(best_params, params->value, sizeof(float) * params->total);
-				}
-				else
-					since_best++;
-				tutor_progress_valid(last_auc, best_auc);
-				ereport(NOTICE,
-						(errmsg("epoch %lld/%lld: loss %.4f, validation AUC %.4f, %.2f s",
-								(long long) epoch, (long long) opt.epochs, last_loss, last_auc,
-								seconds_since(start) - epoch_start)));
-				if (since_best >= opt.patience)
+				if (kt_epoch_end(&best, params, epoch, opt.epochs, opt.patience, last_loss, last_auc,
+								 seconds_since(start) - epoch_start))
 					break;
 			}
-			memcpy(kt.params.value, best_params, sizeof(float) * params->total);
+			memcpy(kt.params.value, best.params, sizeof(float) * params->total);
 		}
 		else
 		{
@@ -515,8 +533,8 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 			pcfg = (tl_pfa_config) {items.count, data.skills->count, (float) opt.lr, (float) opt.weight_decay};
 			TUTOR_CHECK(tl_pfa_create(&pfa, &pcfg), "model creation");
 			params = &pfa.params;
-			best_params = palloc(sizeof(float) * params->total);
-			memcpy(best_params, params->value, sizeof(float) * params->total);
+			best.params = palloc(sizeof(float) * params->total);
+			memcpy(best.params, params->value, sizeof(float) * params->total);
 			/* batches of consecutive observations, visited in random order */
 			for (int64 epoch = 1; epoch <= opt.epochs && !stopped_by_budget; epoch++)
 			{
@@ -555,24 +573,11 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 
 					last_auc = pfa_auc(&pfa, obs_valid, n_obs_valid, &mt);
 				}
-				if (n_obs_valid == 0 || isnan(last_auc) || last_auc > best_auc + 1e-5)
-				{
-					best_auc = isnan(last_auc) ? best_auc : last_auc;
-					best_epoch = epoch;
-					since_best = 0;
-					memcpy(best_params, params->value, sizeof(float) * params->total);
-				}
-				else
-					since_best++;
-				tutor_progress_valid(last_auc, best_auc);
-				ereport(NOTICE,
-						(errmsg("epoch %lld/%lld: loss %.4f, validation AUC %.4f, %.2f s",
-								(long long) epoch, (long long) opt.epochs, last_loss, last_auc,
-								seconds_since(start) - epoch_start)));
-				if (since_best >= opt.patience)
+				if (kt_epoch_end(&best, params, epoch, opt.epochs, opt.patience, last_loss, last_auc,
+								 seconds_since(start) - epoch_start))
 					break;
 			}
-			memcpy(pfa.params.value, best_params, sizeof(float) * params->total);
+			memcpy(pfa.params.value, best.params, sizeof(float) * params->total);
 		}
 		train_seconds = seconds_since(start);
 
@@ -591,8 +596,8 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 		appendStringInfo(&report, "{\"model\": ");
 		escape_json(&report, name);
 		appendStringInfo(&report, ", \"kind\": \"%s\", \"epochs\": %lld, \"best_epoch\": %lld",
-						 tutor_kt_kind_name(opt.kind), (long long) epochs_run, (long long) best_epoch);
-		json_number(&report, "best_valid_auc", best_auc < 0 ? NAN : best_auc);
+						 tutor_kt_kind_name(opt.kind), (long long) epochs_run, (long long) best.epoch);
+		json_number(&report, "best_valid_auc", best.auc < 0 ? NAN : best.auc);
 		json_number(&report, "train_loss", last_loss);
 		appendStringInfo(&report, ", \"stopped_by_time_budget\": %s, \"students\": %lld, "
 						 "\"students_skipped\": %lld, \"train_students\": %lld, \"valid_students\": %lld, "
