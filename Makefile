@@ -33,7 +33,7 @@ BLAS_LIBS := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 # vectorise loops with float compares (tl_math.h).
 PG_CFLAGS = -std=gnu11 -O3 -fopenmp-simd -fno-trapping-math -Wno-declaration-after-statement
 PG_CPPFLAGS = -Isrc/core -Isrc/models $(BLAS_CFLAGS)
-SHLIB_LINK = $(BLAS_LIBS) -lm -ldl
+SHLIB_LINK = $(BLAS_LIBS) -lm -ldl -lpthread
 EXTRA_CLEAN = build
 
 PG_CONFIG ?= pg_config

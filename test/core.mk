@@ -4,7 +4,7 @@
 
 CORE_CFLAGS = -std=gnu11 -O3 -g -fopenmp-simd -fno-trapping-math -Wall -Wextra -Wno-unused-parameter -Wshadow -fPIC \
 	-Isrc/core -Isrc/models $(BLAS_CFLAGS)
-CORE_LDLIBS = $(BLAS_LIBS) -lm -ldl
+CORE_LDLIBS = $(BLAS_LIBS) -lm -ldl -lpthread
 SANITIZE_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 CORE_OBJS = $(patsubst src/%.c,build/core/%.o,$(CORE_SRCS))
@@ -12,7 +12,7 @@ CORE_LIB = build/core/libtutor_core.a
 ASAN_OBJS = $(patsubst src/%.c,build/asan/%.o,$(CORE_SRCS))
 ASAN_LIB = build/asan/libtutor_core.a
 
-UNIT_TESTS = test_ops test_attention test_optim test_train test_metrics test_pfa test_kt test_blob
+UNIT_TESTS = test_ops test_attention test_optim test_train test_metrics test_pfa test_kt test_blob test_pool
 UNIT_BINS = $(addprefix build/core/,$(UNIT_TESTS))
 ASAN_BINS = $(addprefix build/asan/,$(UNIT_TESTS))
 

@@ -4,7 +4,7 @@
  * For each (sequence b, head h) the head's slice of q, k, v is a (T, hd)
  * matrix with row stride D = H*hd inside the (B, T, D) activations, so
  * the two matmuls of each head are strided cblas_sgemm calls with no
- * copies.  The probabilities (B, H, T, T) are kept for the backward pass.
+ * copies.  The pairs are independent and run on the core's thread pool.  The probabilities (B, H, T, T) are kept for the backward pass.
  *
  * Hand-written per-head kernels that skip the masked upper triangle were
  * measured slower here than OpenBLAS on the full T x T products (at
@@ -20,6 +20,7 @@
 #include "tl_alloc.h"
 #include "tl_math.h"
 #include "tl_ops.h"
+#include "tl_pool.h"
 
 static tl_status
 tl_check_attention(const tl_attn_dims *dims, const tl_tensor *q, const tl_tensor *k,
@@ -101,39 +102,123 @@ tl_alibi_slope(int64_t head, int64_t heads)
 	return exp2f(-8.0f * (float) (head + 1) / (float) heads);
 }
 
+/* Everything a worker needs to process (sequence, head) pairs. */
+typedef struct tl_attn_job
+{
+	tl_attn_dims dims;
+	float	   *out;			/* forward: (B, T, D); backward: unused */
+	float	   *probs;			/* (B, H, T, T) */
+	const float *q;
+	const float *k;
+	const float *v;
+	const uint8_t *key_valid;	/* forward only */
+	const float *dout;			/* backward */
+	float	   *dq;
+	float	   *dk;
+	float	   *dv;
+	float	   *scratch;		/* backward: T*T floats per worker */
+} tl_attn_job;
+
+/* Forward pass of pairs [begin, end): S = scale Q K^T, masked softmax, O = P V. */
+static void
+tl_attention_fwd_pairs(void *arg, int64_t begin, int64_t end, int worker)
+{
+	const tl_attn_job *j = arg;
+	int64_t		T = j->dims.seq,
+				H = j->dims.heads,
+				hd = j->dims.head_dim,
+				D = H * hd;
+	float		scale = 1.0f / sqrtf((float) hd);
+
+	for (int64_t p = begin; p < end; p++)
+	{
+		int64_t		b = p / H,
+					h = p % H,
+					base = b * T * D + h * hd;
+		float	   *P = j->probs + p * T * T;
+		float		slope = j->dims.alibi ? tl_alibi_slope(h, H) : 0.0f;
+		const uint8_t *valid = j->key_valid ? j->key_valid + b * T : NULL;
+
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) T, (int) T, (int) hd,
+					scale, j->q + base, (int) D, j->k + base, (int) D, 0.0f, P, (int) T);
+		for (int64_t i = 0; i < T; i++)
+			tl_attention_softmax_row(P + i * T, i, T, valid, slope);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) T, (int) hd, (int) T,
+					1.0f, P, (int) T, j->v + base, (int) D, 0.0f, j->out + base, (int) D);
+	}
+}
+
+/* Backward pass of pairs [begin, end); dS lives in this worker's scratch. */
+static void
+tl_attention_bwd_pairs(void *arg, int64_t begin, int64_t end, int worker)
+{
+	const tl_attn_job *j = arg;
+	int64_t		T = j->dims.seq,
+				H = j->dims.heads,
+				hd = j->dims.head_dim,
+				D = H * hd;
+	float		scale = 1.0f / sqrtf((float) hd);
+	float	   *dS = j->scratch + (int64_t) worker * T * T;
+
+	for (int64_t p = begin; p < end; p++)
+	{
+		int64_t		b = p / H,
+					h = p % H,
+					base = b * T * D + h * hd;
+		const float *P = j->probs + p * T * T;
+
+		/* dV = P^T dO */
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int) T, (int) hd, (int) T,
+					1.0f, P, (int) T, j->dout + base, (int) D, 0.0f, j->dv + base, (int) D);
+		/* dP = dO V^T, then dS = P * (dP - rowsum(P * dP)) * scale; masked entries have P = 0 */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) T, (int) T, (int) hd,
+					1.0f, j->dout + base, (int) D, j->v + base, (int) D, 0.0f, dS, (int) T);
+		for (int64_t i = 0; i < T; i++)
+			tl_attention_softmax_bwd_row(dS + i * T, P + i * T, i, T, scale);
+		/* dQ = dS K, dK = dS^T Q */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) T, (int) hd, (int) T,
+					1.0f, dS, (int) T, j->k + base, (int) D, 0.0f, j->dq + base, (int) D);
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int) T, (int) hd, (int) T,
+					1.0f, dS, (int) T, j->q + base, (int) D, 0.0f, j->dk + base, (int) D);
+	}
+}
+
+/*
+ * Run pairs on the pool.  With several pool threads each pair's matmuls
+ * are single-threaded BLAS calls (pairs are the parallel grain, and
+ * BLAS's own threads would only contend for the same cores).
+ */
+static void
+tl_attention_run(tl_attn_job *job, tl_task_fn fn)
+{
+	int64_t		pairs = job->dims.batch * job->dims.heads;
+	int			blas_threads = openblas_get_num_threads();
+	bool		pooled = tl_pool_threads() > 1 && pairs > 1;
+
+	if (pooled)
+		openblas_set_num_threads(1);
+	tl_pool_run(pairs, 1, fn, job);
+	if (pooled)
+		openblas_set_num_threads(blas_threads);
+}
+
 tl_status
 tl_attention_fwd(tl_tensor *out, tl_tensor *probs,
 				 const tl_tensor *q, const tl_tensor *k, const tl_tensor *v,
 				 const uint8_t *key_valid, tl_attn_dims dims)
 {
-	int64_t		T = dims.seq,
-				hd = dims.head_dim,
-				D = dims.heads * dims.head_dim;
-	float		scale = 1.0f / sqrtf((float) hd);
+	tl_attn_job job = {0};
 
 	TL_TRY(tl_check_attention(&dims, q, k, v, probs));
 	TL_TRY(tl_expect_same_shape(out, "attention output", q, "attention query"));
-
-	for (int64_t b = 0; b < dims.batch; b++)
-	{
-		const uint8_t *valid = key_valid ? key_valid + b * T : NULL;
-
-		for (int64_t h = 0; h < dims.heads; h++)
-		{
-			int64_t		base = b * T * D + h * hd;
-			float	   *P = probs->data + (b * dims.heads + h) * T * T;
-			float		slope = dims.alibi ? tl_alibi_slope(h, dims.heads) : 0.0f;
-
-			/* S = scale * Q K^T, then the masked softmax row by row */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) T, (int) T, (int) hd,
-						scale, q->data + base, (int) D, k->data + base, (int) D, 0.0f, P, (int) T);
-			for (int64_t i = 0; i < T; i++)
-				tl_attention_softmax_row(P + i * T, i, T, valid, slope);
-			/* O = P V */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) T, (int) hd, (int) T,
-						1.0f, P, (int) T, v->data + base, (int) D, 0.0f, out->data + base, (int) D);
-		}
-	}
+	job.dims = dims;
+	job.out = out->data;
+	job.probs = probs->data;
+	job.q = q->data;
+	job.k = k->data;
+	job.v = v->data;
+	job.key_valid = key_valid;
+	tl_attention_run(&job, tl_attention_fwd_pairs);
 	return TL_OK;
 }
 
@@ -143,44 +228,29 @@ tl_attention_bwd(tl_tensor *dq, tl_tensor *dk, tl_tensor *dv,
 				 const tl_tensor *q, const tl_tensor *k, const tl_tensor *v,
 				 tl_attn_dims dims)
 {
-	int64_t		T = dims.seq,
-				hd = dims.head_dim,
-				D = dims.heads * dims.head_dim;
-	float		scale = 1.0f / sqrtf((float) hd);
-	float	   *dS;
+	tl_attn_job job = {0};
+	int64_t		T = dims.seq;
 
 	TL_TRY(tl_check_attention(&dims, q, k, v, probs));
 	TL_TRY(tl_expect_same_shape(dout, "attention output gradient", q, "attention query"));
 	TL_TRY(tl_expect_same_shape(dq, "attention query gradient", q, "attention query"));
 	TL_TRY(tl_expect_same_shape(dk, "attention key gradient", q, "attention query"));
 	TL_TRY(tl_expect_same_shape(dv, "attention value gradient", q, "attention query"));
-
-	dS = tl_alloc((size_t) (T * T), sizeof(float));
-	if (!dS)
+	/* scratch is allocated here, on the calling thread, never by workers */
+	job.scratch = tl_alloc((size_t) tl_pool_threads() * (size_t) (T * T), sizeof(float));
+	if (!job.scratch)
 		return tl_fail(TL_ERR_NOMEM, "cannot allocate attention scratch of %lld floats", (long long) (T * T));
-
-	for (int64_t b = 0; b < dims.batch; b++)
-		for (int64_t h = 0; h < dims.heads; h++)
-		{
-			int64_t		base = b * T * D + h * hd;
-			const float *P = probs->data + (b * dims.heads + h) * T * T;
-
-			/* dV = P^T dO */
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int) T, (int) hd, (int) T,
-						1.0f, P, (int) T, dout->data + base, (int) D, 0.0f, dv->data + base, (int) D);
-			/* dP = dO V^T */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) T, (int) T, (int) hd,
-						1.0f, dout->data + base, (int) D, v->data + base, (int) D, 0.0f, dS, (int) T);
-			/* dS = P * (dP - rowsum(P * dP)) * scale; masked entries have P = 0 */
-			for (int64_t i = 0; i < T; i++)
-				tl_attention_softmax_bwd_row(dS + i * T, P + i * T, i, T, scale);
-			/* dQ = dS K, dK = dS^T Q */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) T, (int) hd, (int) T,
-						1.0f, dS, (int) T, k->data + base, (int) D, 0.0f, dq->data + base, (int) D);
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int) T, (int) hd, (int) T,
-						1.0f, dS, (int) T, q->data + base, (int) D, 0.0f, dk->data + base, (int) D);
-		}
-	tl_free(dS);
+	job.dims = dims;
+	job.probs = probs->data;
+	job.q = q->data;
+	job.k = k->data;
+	job.v = v->data;
+	job.dout = dout->data;
+	job.dq = dq->data;
+	job.dk = dk->data;
+	job.dv = dv->data;
+	tl_attention_run(&job, tl_attention_bwd_pairs);
+	tl_free(job.scratch);
 	return TL_OK;
 }
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "tl_device.h"
+#include "tl_pool.h"
 
 /* Outcome of the one attempt per process to load the CUDA plugin. */
 static struct
@@ -149,6 +150,7 @@ tl_set_num_threads(int n)
 	/* setting the count wakes OpenBLAS's pool: skip it when nothing changes */
 	if (openblas_get_num_threads() != threads)
 		openblas_set_num_threads(threads);
+	tl_pool_set_threads(threads);
 }
 
 int
