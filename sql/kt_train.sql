@@ -74,6 +74,9 @@ SELECT (r->>'items')::int AS items, (r->>'skills')::int AS skills
 FROM tutor.train_kt('kt_skills_only', 'SELECT student_id, skill_id, correct, answered_at FROM kt.train;',
      '{"d_model": 16, "heads": 2, "layers": 1, "epochs": 1, "columns": {"item_id": null}}') r;
 SELECT count(*) AS skills FROM tutor.mastery(1, 'kt_skills_only');
+-- without items, predict_correct's item_id names a skill
+SELECT tutor.predict_correct(1, 3, 'kt_skills_only') = p_correct AS skill_as_item
+FROM tutor.mastery(1, 'kt_skills_only') WHERE skill_id = '3';
 -- students with fewer than 2 answers are skipped and counted
 SELECT (r->>'students')::int AS students, (r->>'students_skipped')::int AS skipped
 FROM tutor.train_kt('kt_skip', 'SELECT * FROM kt.train WHERE student_id <= 20 OR (student_id <= 25 AND answered_at = (SELECT min(answered_at) FROM kt.train))',

@@ -58,9 +58,9 @@ history_load(const tutor_kt_student *st, void *arg)
 	const tutor_kt_model *m = h->model;
 
 	h->n = st->n;
-	h->items = repalloc(h->items ? h->items : palloc(1), sizeof(int32) * Max(st->n, 1));
-	h->skills = repalloc(h->skills ? h->skills : palloc(1), sizeof(int32) * Max(st->n, 1));
-	h->correct = repalloc(h->correct ? h->correct : palloc(1), sizeof(float) * Max(st->n, 1));
+	h->items = palloc(sizeof(int32) * Max(st->n, 1));
+	h->skills = palloc(sizeof(int32) * Max(st->n, 1));
+	h->correct = palloc(sizeof(float) * Max(st->n, 1));
 	memset(h->attempts, 0, sizeof(int32) * m->skills.count);
 	memset(h->seen, 0, sizeof(bool) * m->skills.count);
 	for (int32 i = 0; i < st->n; i++)
@@ -261,9 +261,18 @@ tutor_predict_correct(PG_FUNCTION_ARGS)
 	SPI_connect();
 	m = tutor_kt_load(model_name);
 	read_history(&h, m, fcinfo, 0);
-	q.item = tutor_vocab_lookup(&m->items, item_text, strlen(item_text), false, "item_id");
-	/* an item the model never saw: its skill is unknown too, the prediction is the student's general level */
-	q.skill = m->skill_from_item ? q.item : m->item_skill[q.item];
+	if (m->items.count == 1)
+	{
+		/* a model trained without items: the id names a skill */
+		q.item = -1;
+		q.skill = tutor_vocab_lookup(&m->skills, item_text, strlen(item_text), false, "skill_id");
+	}
+	else
+	{
+		/* an item the model never saw: its skill is unknown too, the prediction is the student's general level */
+		q.item = tutor_vocab_lookup(&m->items, item_text, strlen(item_text), false, "item_id");
+		q.skill = m->skill_from_item ? q.item : m->item_skill[q.item];
+	}
 	predict(m, &h, &q, 1, &p);
 	SPI_finish();
 	PG_RETURN_FLOAT8((double) p);
