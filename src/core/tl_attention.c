@@ -52,24 +52,31 @@ tl_attention_softmax_row(float *row, int64_t i, int64_t seq, const uint8_t *key_
 				sum = 0.0f,
 				inv;
 
-	if (slope != 0.0f)
+	/* bias and mask in one branch-free pass, so every loop here vectorises */
+	if (key_valid)
+	{
+#pragma omp simd
+		for (int64_t j = 0; j <= i; j++)
+			row[j] = key_valid[j] ? row[j] - slope * (float) (i - j) : -INFINITY;
+	}
+	else if (slope != 0.0f)
 	{
 #pragma omp simd
 		for (int64_t j = 0; j <= i; j++)
 			row[j] -= slope * (float) (i - j);
 	}
+#pragma omp simd reduction(max:max)
 	for (int64_t j = 0; j <= i; j++)
-		if ((!key_valid || key_valid[j]) && row[j] > max)
-			max = row[j];
+		max = row[j] > max ? row[j] : max;
 	if (max == -INFINITY)
 	{
-		memset(row, 0, sizeof(float) * seq);
+		memset(row, 0, sizeof(float) * seq);	/* no visible key */
 		return;
 	}
 #pragma omp simd reduction(+:sum)
 	for (int64_t j = 0; j <= i; j++)
 	{
-		float		e = (!key_valid || key_valid[j]) ? tl_expf(row[j] - max) : 0.0f;
+		float		e = row[j] == -INFINITY ? 0.0f : tl_expf(row[j] - max);
 
 		row[j] = e;
 		sum += e;
