@@ -58,6 +58,11 @@ SELECT count(DISTINCT md5(weights)) FILTER (WHERE version IN (1, 2)) AS same_see
        count(DISTINCT md5(weights)) AS all_distinct
 FROM tutor.models WHERE name = 'kt_det';
 
+-- time_budget: training stops early, keeps the best epoch so far, and saves
+SELECT (r->>'stopped_by_time_budget')::bool AS stopped, (r->>'epochs')::int < 1000 AS fewer_epochs,
+       (r->>'best_epoch')::int >= 1 AS kept_best, (r->>'version')::int AS version
+FROM tutor.train_kt('kt_budget', 'kt.train', '{"d_model": 16, "heads": 2, "layers": 1, "epochs": 1000, "patience": 1000, "time_budget": 1}') r;
+
 -- other column names and types: text ids, numeric correctness, dates as time
 SELECT (r->>'students')::int AS students, (r->>'items')::int AS items
 FROM tutor.train_kt('kt_renamed', 'kt.renamed',
