@@ -61,6 +61,7 @@ make_venv() {
 		print(" ".join(out))
 	PY
 	) || return 1
+	# pip then warns that triton is missing: expected
 	# shellcheck disable=SC2086
 	"$VENV/bin/pip" install -q $deps || return 1
 	"$VENV/bin/python" -c 'import torch; torch.randn(2, 2) @ torch.randn(2, 2)'
@@ -91,7 +92,7 @@ mkdir -p "$REPO_ROOT/build"
 start_cluster
 REPO_ROOT=$bench_root
 PSQL -c "CREATE DATABASE kt_bench"
-export PGDATABASE=kt_bench PSQL_BIN="$(PG_BIN)/psql"
+export PGDATABASE=kt_bench PSQL_BIN="$(PG_BIN)/psql" TUTOR_LIB="$("$PG_CONFIG" --pkglibdir)/tutor_llm.so"
 
 log "running test/bench/kt_benchmark.py"
 "$VENV/bin/python" "$REPO_ROOT/test/bench/kt_benchmark.py" "$DATA_DIR" \

@@ -18,6 +18,7 @@ the PyTorch reference needs numpy and torch.
 """
 import argparse
 import collections
+import hashlib
 import json
 import math
 import os
@@ -114,6 +115,19 @@ def read_split(data_dir, name, split, fold=1):
 
 
 # ---- PostgreSQL through psql --------------------------------------------------------------
+
+
+def library_id():
+    """sha256 prefix of the installed tutor_llm.so ($TUTOR_LIB): the build each backend loads.
+    Another make install during a run changes it, and then the figures mix two builds."""
+    path = os.environ.get("TUTOR_LIB")
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:12]
+    except OSError as e:
+        return "unreadable (%s)" % e.strerror
 
 
 def lit(s):
@@ -308,8 +322,9 @@ def main(argv=None):
             cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    print("tutor_llm %s on %s; %s (%d CPUs); datasets %s; folds %s; %s" % (
-        version, device, cpu, os.cpu_count() or 0, ",".join(datasets), ",".join(map(str, folds)),
+    lib = library_id()
+    print("tutor_llm %s (library %s) on %s; %s (%d CPUs); datasets %s; folds %s; %s" % (
+        version, lib or "?", device, cpu, os.cpu_count() or 0, ",".join(datasets), ",".join(map(str, folds)),
         "quick" if args.quick else "full"), flush=True)
 
     results, torch_result, torch_note, failures = [], None, None, []
@@ -333,12 +348,19 @@ def main(argv=None):
                     options["epochs"] = epochs
                 if args.time_budget:
                     options["time_budget"] = args.time_budget
+                now = library_id()
+                if now != lib:
+                    msg = "tutor_llm.so changed during the run (%s -> %s): figures from here on are of another build" % (lib, now)
+                    print("    WARNING: " + msg, flush=True)
+                    failures.append(msg)
+                    lib = now
                 try:
                     res = train_and_evaluate(db, ds, fold, kind, tables["train"], tables["test"], options)
                 except Exception as e:
                     print("    FAILED %s %s fold %d: %s" % (ds, kind, fold, e), flush=True)
                     failures.append("%s/%s/%d: %s" % (ds, kind, fold, e))
                     continue
+                res["library"] = lib
                 results.append(res)
                 if kind == "transformer" and ds == args.torch_dataset and fold == folds[0] \
                         and torch_result is None and torch_note is None:
@@ -361,7 +383,7 @@ def main(argv=None):
     print_torch(results, torch_result, torch_note, args.threads)
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"tutor_llm": version, "device": device, "cpu": cpu, "quick": args.quick,
+            json.dump({"tutor_llm": version, "library": lib, "device": device, "cpu": cpu, "quick": args.quick,
                        "results": results, "torch": torch_result, "torch_note": torch_note,
                        "failures": failures}, f, indent=2)
         print("\nresults written to %s" % args.json_out)
