@@ -76,7 +76,8 @@ kt_dataset_add_student(const tutor_kt_student *st, void *arg)
 			memset(d->item_skill + d->item_skill_cap, -1, sizeof(int32) * (cap - d->item_skill_cap));
 			d->item_skill_cap = cap;
 		}
-		if (d->add_vocab && d->item_skill[item] < 0)
+		/* item 0 stands for "no item": it keeps the unknown skill */
+		if (d->add_vocab && item > 0 && d->item_skill[item] < 0)
 			d->item_skill[item] = skill;
 		d->item[d->n] = item;
 		d->skill[d->n] = skill;
