@@ -190,23 +190,11 @@ tl_attention_bwd_pairs(void *arg, int64_t begin, int64_t end, int worker)
 	}
 }
 
-/*
- * Run pairs on the pool.  With several pool threads each pair's matmuls
- * are single-threaded BLAS calls (pairs are the parallel grain, and
- * BLAS's own threads would only contend for the same cores).
- */
+/* Run the (sequence, head) pairs on the pool; each pair's matmuls are single-threaded. */
 static void
 tl_attention_run(tl_attn_job *job, tl_task_fn fn)
 {
-	int64_t		pairs = job->dims.batch * job->dims.heads;
-	int			blas_threads = openblas_get_num_threads();
-	bool		pooled = tl_pool_threads() > 1 && pairs > 1;
-
-	if (pooled)
-		openblas_set_num_threads(1);
-	tl_pool_run(pairs, 1, fn, job);
-	if (pooled)
-		openblas_set_num_threads(blas_threads);
+	tl_pool_run(job->dims.batch * job->dims.heads, 1, fn, job);
 }
 
 tl_status

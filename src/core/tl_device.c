@@ -142,21 +142,24 @@ tl_cpu_count(void)
 	return n > 0 ? (int) n : 1;
 }
 
+/*
+ * The core parallelises its own loops on tl_pool and calls BLAS from
+ * those threads one small product at a time, so OpenBLAS itself stays on
+ * one thread: two thread pools on the same cores only fight (OpenBLAS's
+ * idle workers spin and yield while ours compute).
+ */
 void
 tl_set_num_threads(int n)
 {
-	int			threads = n > 0 ? n : tl_cpu_count();
-
-	/* setting the count wakes OpenBLAS's pool: skip it when nothing changes */
-	if (openblas_get_num_threads() != threads)
-		openblas_set_num_threads(threads);
-	tl_pool_set_threads(threads);
+	if (openblas_get_num_threads() != 1)
+		openblas_set_num_threads(1);
+	tl_pool_set_threads(n > 0 ? n : tl_cpu_count());
 }
 
 int
 tl_get_num_threads(void)
 {
-	return openblas_get_num_threads();
+	return tl_pool_threads();
 }
 
 void

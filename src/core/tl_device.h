@@ -36,7 +36,10 @@ tl_status	tl_cuda_open(const char *plugin_path, const tl_cuda_api **api, int *de
 tl_status	tl_device_resolve(tl_device_kind wanted, const char *plugin_path,
 							  tl_device_kind *resolved);
 
-/* Threads for BLAS and the core's own loops; n <= 0 means one per CPU. */
+/*
+ * Threads for the core's computations (n <= 0: one per CPU).  They run
+ * on the core's pool; BLAS is called single-threaded from them.
+ */
 void		tl_set_num_threads(int n);
 int			tl_get_num_threads(void);
 int			tl_cpu_count(void);

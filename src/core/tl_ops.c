@@ -10,6 +10,7 @@
 
 #include "tl_math.h"
 #include "tl_ops.h"
+#include "tl_pool.h"
 #include "tl_rng.h"
 
 /* cblas takes int extents; refuse anything larger instead of truncating. */
@@ -116,31 +117,101 @@ tl_embedding_bwd(tl_tensor *dtable, const tl_tensor *dout, const int32_t *idx)
  * linear
  * ====================================================================== */
 
+/*
+ * Linear layers run on the core's pool: forward and the input gradient
+ * split the rows of the batch, the weight gradient splits the output
+ * features, so no two threads write the same memory and no reduction
+ * across threads is needed.  Each chunk is one single-threaded sgemm.
+ */
+typedef struct tl_linear_job
+{
+	int64_t		n;
+	int64_t		in;
+	int64_t		out;
+	const float *x;				/* (n, in) */
+	const float *w;				/* (out, in) */
+	const float *b;				/* (out) or NULL */
+	const float *dy;			/* (n, out) */
+	float	   *y;				/* (n, out) */
+	float	   *dx;				/* (n, in) */
+	float	   *dw;				/* (out, in) */
+	float	   *db;				/* (out) or NULL */
+} tl_linear_job;
+
+/* y[rows] = x[rows] w^T + b, starting from the bias with beta = 1 (one pass over y fewer). */
+static void
+tl_linear_fwd_rows(void *arg, int64_t begin, int64_t end, int worker)
+{
+	const tl_linear_job *j = arg;
+	float	   *y = j->y + begin * j->out;
+
+	if (j->b)
+		for (int64_t i = begin; i < end; i++)
+			memcpy(j->y + i * j->out, j->b, sizeof(float) * j->out);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) (end - begin), (int) j->out, (int) j->in,
+				1.0f, j->x + begin * j->in, (int) j->in, j->w, (int) j->in, j->b ? 1.0f : 0.0f,
+				y, (int) j->out);
+}
+
+/* dx[rows] = dy[rows] w */
+static void
+tl_linear_bwd_input_rows(void *arg, int64_t begin, int64_t end, int worker)
+{
+	const tl_linear_job *j = arg;
+
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) (end - begin), (int) j->in, (int) j->out,
+				1.0f, j->dy + begin * j->out, (int) j->out, j->w, (int) j->in, 0.0f,
+				j->dx + begin * j->in, (int) j->in);
+}
+
+/* dw[features] += dy[:, features]^T x;  db[features] += column sums of dy */
+static void
+tl_linear_bwd_weight_rows(void *arg, int64_t begin, int64_t end, int worker)
+{
+	const tl_linear_job *j = arg;
+
+	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int) (end - begin), (int) j->in, (int) j->n,
+				1.0f, j->dy + begin, (int) j->out, j->x, (int) j->in, 1.0f, j->dw + begin * j->in, (int) j->in);
+	if (j->db)
+		for (int64_t i = 0; i < j->n; i++)
+		{
+			const float *row = j->dy + i * j->out;
+
+			for (int64_t f = begin; f < end; f++)
+				j->db[f] += row[f];
+		}
+}
+
+/* Chunks of at least `floor` items, about two per thread. */
+static int64_t
+tl_pool_grain(int64_t n, int64_t floor)
+{
+	int64_t		per = (n + 2 * tl_pool_threads() - 1) / (2 * tl_pool_threads());
+
+	return per > floor ? per : floor;
+}
+
 tl_status
 tl_linear_fwd(tl_tensor *y, const tl_tensor *x, const tl_tensor *w, const tl_tensor *b)
 {
-	int64_t		n,
-				in,
-				out;
+	tl_linear_job job = {0};
 
 	TL_TRY(tl_expect_shape(w, "linear weight", 2, TL_SHAPE(-1, -1)));
-	out = w->shape[0];
-	in = w->shape[1];
+	job.out = w->shape[0];
+	job.in = w->shape[1];
 	if (!x || !x->data)
 		return tl_fail(TL_ERR_ARG, "linear input is missing");
-	n = tl_rows(x);
-	TL_TRY(tl_expect_rows_cols(x, "linear input", n, in));
-	TL_TRY(tl_expect_rows_cols(y, "linear output", n, out));
+	job.n = tl_rows(x);
+	TL_TRY(tl_expect_rows_cols(x, "linear input", job.n, job.in));
+	TL_TRY(tl_expect_rows_cols(y, "linear output", job.n, job.out));
 	if (b)
-		TL_TRY(tl_expect_numel(b, "linear bias", out));
-	TL_TRY(tl_check_blas_extent(n, "linear rows"));
-
-	/* start y at the bias and let sgemm add to it (beta = 1): one pass over y fewer */
-	if (b)
-		for (int64_t i = 0; i < n; i++)
-			memcpy(y->data + i * out, b->data, sizeof(float) * out);
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) n, (int) out, (int) in,
-				1.0f, x->data, (int) in, w->data, (int) in, b ? 1.0f : 0.0f, y->data, (int) out);
+		TL_TRY(tl_expect_numel(b, "linear bias", job.out));
+	TL_TRY(tl_check_blas_extent(job.n, "linear rows"));
+	job.x = x->data;
+	job.w = w->data;
+	job.b = b ? b->data : NULL;
+	job.y = y->data;
+	tl_pool_run(job.n, tl_pool_grain(job.n, 32), tl_linear_fwd_rows, &job);
 	return TL_OK;
 }
 
@@ -148,38 +219,31 @@ tl_status
 tl_linear_bwd(tl_tensor *dx, tl_tensor *dw, tl_tensor *db,
 			  const tl_tensor *dy, const tl_tensor *x, const tl_tensor *w)
 {
-	int64_t		n,
-				in,
-				out;
+	tl_linear_job job = {0};
 
 	TL_TRY(tl_expect_shape(w, "linear weight", 2, TL_SHAPE(-1, -1)));
-	out = w->shape[0];
-	in = w->shape[1];
-	TL_TRY(tl_expect_shape(dw, "linear weight gradient", 2, TL_SHAPE(out, in)));
+	job.out = w->shape[0];
+	job.in = w->shape[1];
+	TL_TRY(tl_expect_shape(dw, "linear weight gradient", 2, TL_SHAPE(job.out, job.in)));
 	if (!x || !x->data)
 		return tl_fail(TL_ERR_ARG, "linear input is missing");
-	n = tl_rows(x);
-	TL_TRY(tl_expect_rows_cols(x, "linear input", n, in));
-	TL_TRY(tl_expect_rows_cols(dy, "linear output gradient", n, out));
+	job.n = tl_rows(x);
+	TL_TRY(tl_expect_rows_cols(x, "linear input", job.n, job.in));
+	TL_TRY(tl_expect_rows_cols(dy, "linear output gradient", job.n, job.out));
 	if (dx)
-		TL_TRY(tl_expect_rows_cols(dx, "linear input gradient", n, in));
+		TL_TRY(tl_expect_rows_cols(dx, "linear input gradient", job.n, job.in));
 	if (db)
-		TL_TRY(tl_expect_numel(db, "linear bias gradient", out));
-	TL_TRY(tl_check_blas_extent(n, "linear rows"));
-
+		TL_TRY(tl_expect_numel(db, "linear bias gradient", job.out));
+	TL_TRY(tl_check_blas_extent(job.n, "linear rows"));
+	job.x = x->data;
+	job.w = w->data;
+	job.dy = dy->data;
+	job.dx = dx ? dx->data : NULL;
+	job.dw = dw->data;
+	job.db = db ? db->data : NULL;
 	if (dx)
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) n, (int) in, (int) out,
-					1.0f, dy->data, (int) out, w->data, (int) in, 0.0f, dx->data, (int) in);
-	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int) out, (int) in, (int) n,
-				1.0f, dy->data, (int) out, x->data, (int) in, 1.0f, dw->data, (int) in);
-	if (db)
-		for (int64_t i = 0; i < n; i++)
-		{
-			const float *row = dy->data + i * out;
-
-			for (int64_t j = 0; j < out; j++)
-				db->data[j] += row[j];
-		}
+		tl_pool_run(job.n, tl_pool_grain(job.n, 32), tl_linear_bwd_input_rows, &job);
+	tl_pool_run(job.out, tl_pool_grain(job.out, 8), tl_linear_bwd_weight_rows, &job);
 	return TL_OK;
 }
 

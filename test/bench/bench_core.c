@@ -339,13 +339,15 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
+	/* the sgemm reference runs OpenBLAS on its own threads; the block runs on the core's pool */
 	tl_set_num_threads(threads);
+	openblas_set_num_threads(tl_get_num_threads());
 	tl_blas_info(info, sizeof(info));
 	printf("BLAS: %s\nthreads: %d of %d CPUs\n", info, tl_get_num_threads(), tl_cpu_count());
 	tl_cpu_name(info, sizeof(info));
 	printf("CPU: %s\n\n", info);
 
-	printf("sgemm, C = A B^T (m x k times n x k)\n");
+	printf("sgemm, C = A B^T (m x k times n x k), OpenBLAS on its own %d threads\n", openblas_get_num_threads());
 	printf("%-22s %14s %14s %8s\n", "m x n x k", "OpenBLAS GF/s", "plain C GF/s", "ratio");
 	for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
 	{
@@ -365,6 +367,7 @@ main(int argc, char **argv)
 			ref_gflops = blas;
 	}
 
+	tl_set_num_threads(threads);	/* back to single-threaded BLAS under the core's pool */
 	printf("\nreference block: d_model %d, %d heads, d_ff %d, sequence %d, batch %d, dropout 0.1\n",
 		   BLK_D, BLK_HEADS, BLK_FF, BLK_SEQ, BLK_BATCH);
 	cpu = bench_block_cpu(7);

@@ -206,6 +206,13 @@ def load_table(db, table, students):
 # ---- one benchmark item -----------------------------------------------------------------
 
 
+def median(xs):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2.0
+
+
 def fmt(x, digits=4):
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
@@ -237,6 +244,7 @@ def train_and_evaluate(db, ds, fold, kind, train_table, test_table, options):
         "train_report": report, "evaluation": ev, "train_wall_seconds": wall,
         "epoch_seconds": epochs,
         "epoch_seconds_mean": sum(epochs) / len(epochs) if epochs else None,
+        "epoch_seconds_median": median(epochs),
         # other work on the machine skews the timings: the 1-minute load average
         # before training and after evaluation (this run alone adds about the threads)
         "loadavg_before": load_before, "loadavg_after": os.getloadavg()[0],
@@ -437,8 +445,12 @@ def print_torch(results, tr, note, threads):
     print("  torch %s, %d threads, BLAS %s (%s), %s, mkldnn %s, CPU capability %s, AdamW %s" % (
         tr["torch"], tr["threads"], tr["blas"], tr["mkl"], tr["onednn"], "on" if tr["mkldnn_enabled"] else "off",
         tr["cpu_capability"], tr["optimizer"]))
-    print("  s/epoch (training + validation): tutor_llm %s, torch %s -> tutor_llm speed-up %sx" % (
+    ms, mt = tu["epoch_seconds_median"], tr.get("seconds_per_epoch_median")
+    print("  s/epoch (training + validation), mean: tutor_llm %s, torch %s -> tutor_llm speed-up %sx" % (
         fmt(ts, 2), fmt(tt, 2), fmt(tt / ts if ts else float("nan"), 2)))
+    print("  s/epoch (training + validation), median: tutor_llm %s, torch %s -> tutor_llm speed-up %sx "
+          "(the median resists epochs slowed by other work on the machine)" % (
+              fmt(ms, 2), fmt(mt, 2), fmt(mt / ms if ms and mt else float("nan"), 2)))
     print("  s/epoch (training only): torch %s" % fmt(tr["train_seconds_per_epoch"], 2))
     print("  test AUC: tutor_llm %s (epochs %s, best %s), torch %s (epochs %s, best %s); difference %s" % (
         fmt(tu["evaluation"]["auc"]), tu["train_report"]["epochs"], tu["train_report"]["best_epoch"],

@@ -446,6 +446,8 @@ def main(argv=None):
     result = {"dataset": args.dataset, "epochs": epochs_run, "best_epoch": best_epoch,
               "best_valid_auc": best_auc, "train_loss": last_loss,
               "seconds_per_epoch": sum(epoch_seconds) / max(len(epoch_seconds), 1),
+              "seconds_per_epoch_median": float(np.median(epoch_seconds)) if epoch_seconds else None,
+              "epoch_seconds": epoch_seconds,
               "train_seconds_per_epoch": sum(train_seconds) / max(len(train_seconds), 1),
               "load_seconds": load_seconds, "parameters": n_params, "optimizer": opt_kind}
     result.update(info)

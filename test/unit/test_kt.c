@@ -4,6 +4,7 @@
  * training-time forward pass, and learning on simulated students.
  */
 #include "unit.h"
+#include "tl_device.h"
 #include "tl_kt.h"
 #include "tl_math.h"
 #include "tl_metrics.h"
@@ -249,6 +250,7 @@ test_learns_simulated_students(void **state)
 				truth_metrics;
 	float		loss;
 
+	tl_set_num_threads(2);		/* train on the pool, as a backend does */
 	tl_rng_seed(&rng, 77);
 	simulate(&rng, items, skills, correct, truth, SIM_STUDENTS);
 	memset(valid, 1, SIM_STUDENTS * SIM_LEN);
@@ -298,6 +300,7 @@ test_learns_simulated_students(void **state)
 		free(obs);
 		free(counts);
 	}
+	tl_set_num_threads(1);
 	tl_kt_free(&m);
 	free(items);
 	free(skills);

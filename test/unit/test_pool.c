@@ -100,12 +100,64 @@ test_attention_on_pool(void **state)
 		tl_tensor_free(all[i]);
 }
 
+/* Linear forward and backward on two pool threads equal one thread. */
+static void
+test_linear_on_pool(void **state)
+{
+	tl_rng		rng;
+	tl_tensor	x,
+				w,
+				b,
+				dy,
+				y[2],
+				dx[2],
+				dw[2],
+				db[2];
+
+	tl_rng_seed(&rng, 6);
+	x = RAND(&rng, 1.0f, 3, 77, 40);
+	w = RAND(&rng, 0.5f, 24, 40);
+	b = RAND(&rng, 0.5f, 24);
+	dy = RAND(&rng, 1.0f, 3, 77, 24);
+	for (int t = 0; t < 2; t++)
+	{
+		y[t] = ZEROS(3, 77, 24);
+		dx[t] = ZEROS(3, 77, 40);
+		dw[t] = ZEROS(24, 40);
+		db[t] = ZEROS(24);
+		tl_set_num_threads(t + 1);
+		ASSERT_OK(tl_linear_fwd(&y[t], &x, &w, &b));
+		ASSERT_OK(tl_linear_bwd(&dx[t], &dw[t], &db[t], &dy, &x, &w));
+	}
+	tl_set_num_threads(1);
+	for (int64_t i = 0; i < y[0].numel; i++)
+		assert_float_equal(y[0].data[i], y[1].data[i], 1e-5);
+	for (int64_t i = 0; i < dx[0].numel; i++)
+		assert_float_equal(dx[0].data[i], dx[1].data[i], 1e-5);
+	for (int64_t i = 0; i < dw[0].numel; i++)
+		assert_float_equal(dw[0].data[i], dw[1].data[i], 1e-4);
+	for (int64_t i = 0; i < db[0].numel; i++)
+		assert_float_equal(db[0].data[i], db[1].data[i], 1e-4);
+	for (int t = 0; t < 2; t++)
+	{
+		tl_tensor_free(&y[t]);
+		tl_tensor_free(&dx[t]);
+		tl_tensor_free(&dw[t]);
+		tl_tensor_free(&db[t]);
+	}
+	tl_tensor_free(&x);
+	tl_tensor_free(&w);
+	tl_tensor_free(&b);
+	tl_tensor_free(&dy);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_every_index_once),
 		cmocka_unit_test(test_attention_on_pool),
+		cmocka_unit_test(test_linear_on_pool),
 	};
 
 	return cmocka_run_group_tests_name("worker pool", tests, NULL, NULL);
