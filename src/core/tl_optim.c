@@ -50,6 +50,7 @@ tl_params_declare(tl_params *ps, const char *name, int ndim, const int64_t *shap
 	p->decay = decay;
 	p->init = init;
 	p->init_std = init_std;
+	p->lr_scale = 1.0f;
 	ps->total += numel;
 	if (index)
 		*index = ps->count;
@@ -186,7 +187,8 @@ tl_adamw_step(tl_adamw *opt, tl_params *ps)
 		const float *g = ps->grad + p->offset;
 		float	   *m = opt->m + p->offset;
 		float	   *v = opt->v + p->offset;
-		float		decay = p->decay ? 1.0f - opt->lr * opt->weight_decay : 1.0f;
+		float		lr = opt->lr * p->lr_scale;
+		float		decay = p->decay ? 1.0f - lr * opt->weight_decay : 1.0f;
 
 		for (int64_t j = 0; j < p->numel; j++)
 		{
@@ -198,7 +200,7 @@ tl_adamw_step(tl_adamw *opt, tl_params *ps)
 			mhat = m[j] / bias1;
 			vhat = v[j] / bias2;
 			/* decoupled decay (Loshchilov & Hutter), as torch.optim.AdamW */
-			w[j] = w[j] * decay - opt->lr * mhat / (sqrtf(vhat) + opt->eps);
+			w[j] = w[j] * decay - lr * mhat / (sqrtf(vhat) + opt->eps);
 		}
 	}
 	return TL_OK;

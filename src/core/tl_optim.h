@@ -33,6 +33,7 @@ typedef struct tl_param
 	bool		decay;			/* AdamW weight decay applies (matrices, not gains/biases) */
 	tl_init		init;
 	float		init_std;
+	float		lr_scale;		/* this parameter's learning rate is lr * lr_scale (default 1) */
 } tl_param;
 
 typedef struct tl_params

@@ -48,6 +48,8 @@ static const struct
 	[TL_KT_HEAD_B2] = {"head.b2", "1", TL_INIT_ZEROS, false},
 	[TL_KT_ITEM_BIAS] = {"item.bias", "I", TL_INIT_ZEROS, true},
 	[TL_KT_SKILL_BIAS] = {"skill.bias", "S", TL_INIT_ZEROS, false},
+	[TL_KT_REPEAT_CORRECT] = {"repeat.correct", "D", TL_INIT_ZEROS, false},
+	[TL_KT_REPEAT_WRONG] = {"repeat.wrong", "D", TL_INIT_ZEROS, false},
 };
 
 #define TL_KT_LN_EPS 1e-5f
@@ -160,6 +162,8 @@ tl_kt_create(tl_kt *m, const tl_kt_config *cfg, uint64_t seed)
 				letters[d] == 'D' ? D : 1;
 		TRY(tl_params_declare(&m->params, tl_kt_layout[p].name, ndim, shape, tl_kt_layout[p].init,
 							  0.02f, tl_kt_layout[p].decay, &m->param[p]));
+		if (letters[0] == 'I')
+			m->params.items[m->param[p]].lr_scale = cfg->item_lr_scale > 0.0f ? cfg->item_lr_scale : 1.0f;
 	}
 	m->blocks = tl_alloc((size_t) cfg->layers, sizeof(tl_block));
 	m->caches = tl_alloc((size_t) cfg->layers, sizeof(tl_block_cache));
@@ -312,6 +316,26 @@ kt_question(const tl_kt *m, float *row, int64_t s, float mu)
 		row[d] = Qs[d] + mu * Qv[d];
 }
 
+/* u += a*Rc + (1-a)*Rw: the question repeats the item of the answer a just before it. */
+static inline void
+kt_repeat(const tl_kt *m, float *row, float a)
+{
+	const int64_t D = m->cfg.d_model;
+	const float *Rc = kt_value(m, TL_KT_REPEAT_CORRECT).data,
+			   *Rw = kt_value(m, TL_KT_REPEAT_WRONG).data;
+
+#pragma omp simd
+	for (int64_t d = 0; d < D; d++)
+		row[d] += a * Rc[d] + (1.0f - a) * Rw[d];
+}
+
+/* Does position idx (not the first of its row) ask the item answered just before? */
+static inline bool
+kt_is_repeat(const tl_kt *m, int64_t idx)
+{
+	return idx % m->seq > 0 && m->items[idx] > 0 && m->items[idx] == m->items[idx - 1];
+}
+
 static void
 kt_embed_questions(tl_kt *m)
 {
@@ -321,7 +345,11 @@ kt_embed_questions(tl_kt *m)
 
 	for (int64_t idx = 0; idx < N; idx++)
 		if (m->valid[idx])
+		{
 			kt_question(m, m->u + idx * D, m->skills[idx], mu[m->items[idx]]);
+			if (kt_is_repeat(m, idx))
+				kt_repeat(m, m->u + idx * D, m->answers[idx - 1]);
+		}
 		else
 			memset(m->u + idx * D, 0, sizeof(float) * D);
 }
@@ -335,7 +363,9 @@ kt_embed_questions_bwd(tl_kt *m, const float *du)
 			   *mu = kt_value(m, TL_KT_ITEM_MU_Q).data;
 	float	   *gQs = kt_grad(m, TL_KT_Q_SKILL).data,
 			   *gQv = kt_grad(m, TL_KT_Q_VAR).data,
-			   *gmu = kt_grad(m, TL_KT_ITEM_MU_Q).data;
+			   *gmu = kt_grad(m, TL_KT_ITEM_MU_Q).data,
+			   *gRc = kt_grad(m, TL_KT_REPEAT_CORRECT).data,
+			   *gRw = kt_grad(m, TL_KT_REPEAT_WRONG).data;
 
 	for (int64_t idx = 0; idx < N; idx++)
 	{
@@ -354,6 +384,16 @@ kt_embed_questions_bwd(tl_kt *m, const float *du)
 			dot += Qv[s * D + d] * g[d];
 		}
 		gmu[i] += dot;
+		if (kt_is_repeat(m, idx))
+		{
+			float		a = m->answers[idx - 1];
+
+			for (int64_t d = 0; d < D; d++)
+			{
+				gRc[d] += a * g[d];
+				gRw[d] += (1.0f - a) * g[d];
+			}
+		}
 	}
 }
 
@@ -809,6 +849,8 @@ tl_kt_predict_next(tl_kt *m, const int32_t *items, const int32_t *skills,
 						i = queries[q].item;
 
 			kt_question(m, u + q * D, s, i >= 0 ? mu[i] : skill_mu_avg[s]);
+			if (used > 0 && i > 0 && i == m->items[used - 1])
+				kt_repeat(m, u + q * D, m->answers[used - 1]);
 			item_term[q] = i >= 0 ? ibias[i] : skill_bias_avg[s];
 			qskills[q] = s;
 		}

@@ -18,6 +18,11 @@
  *            z = LN(u + attn), logit_p = w2 . GELU(W1 z + b1) + b2
  *                                        + item_bias[i_p] + skill_bias[s_p]
  *
+ * When the question's item is the item of the answer just before (a
+ * retry, or the next row of a problem filed once per skill), u also gets
+ * a*Rc + (1-a)*Rw from that answer a: item identity is otherwise only a
+ * scalar, too weak for the model to notice "the same problem again".
+ *
  * Position p therefore predicts answer p from answers 0..p-1 only; the
  * first answer is predicted from the BOS state (the prior).  ALiBi
  * replaces position embeddings, so a window can start anywhere in a
@@ -49,6 +54,7 @@ typedef struct tl_kt_config
 	float		lr;				/* 0: inference only (no optimiser state) */
 	float		weight_decay;
 	float		clip_norm;		/* <= 0: none */
+	float		item_lr_scale;	/* learning-rate factor of the per-item scalars; <= 0 means 1 */
 } tl_kt_config;
 
 /*
@@ -95,6 +101,8 @@ typedef enum tl_kt_param
 	TL_KT_HEAD_B2,				/* (1) */
 	TL_KT_ITEM_BIAS,			/* (I) */
 	TL_KT_SKILL_BIAS,			/* (S) */
+	TL_KT_REPEAT_CORRECT,		/* (D) */
+	TL_KT_REPEAT_WRONG,			/* (D) */
 	TL_KT_NPARAMS
 } tl_kt_param;
 

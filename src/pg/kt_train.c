@@ -35,7 +35,7 @@ PG_FUNCTION_INFO_V1(tutor_evaluate_kt);
 static const char *const train_options[] = {
 	"kind", "d_model", "layers", "heads", "window", "epochs", "lr", "batch_size",
 	"valid_fraction", "seed", "time_budget", "device", "columns", "dropout",
-	"weight_decay", "patience", NULL
+	"weight_decay", "patience", "item_lr_scale", NULL
 };
 static const char *const kinds[] = {"transformer", "pfa", NULL};
 static const char *const devices[] = {"auto", "cpu", "cuda", NULL};
@@ -57,6 +57,7 @@ typedef struct kt_train_options
 	double		dropout;
 	double		weight_decay;
 	int64		patience;
+	double		item_lr_scale;
 	Jsonb	   *columns;
 } kt_train_options;
 
@@ -81,6 +82,7 @@ parse_train_options(Jsonb *o, kt_train_options *opt)
 	opt->dropout = tutor_option_float(o, "dropout", 0.1, 0.0, 0.9);
 	opt->weight_decay = tutor_option_float(o, "weight_decay", 0.01, 0.0, 10.0);
 	opt->patience = tutor_option_int(o, "patience", 4, 1, 1000);
+	opt->item_lr_scale = tutor_option_float(o, "item_lr_scale", 1.0, 1e-4, 10.0);
 	opt->columns = tutor_option_object(o, "columns");
 	if (opt->d_model % opt->heads != 0)
 		ereport(ERROR,
@@ -446,6 +448,7 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 					.d_ff = 4 * opt.d_model, .dropout = (float) opt.dropout, .window = opt.window,
 					.max_tokens = opt.batch_size * opt.window, .lr = (float) opt.lr,
 					.weight_decay = (float) opt.weight_decay, .clip_norm = 1.0f,
+					.item_lr_scale = (float) opt.item_lr_scale,
 			};
 			TUTOR_CHECK(tl_kt_create(&kt, &kcfg, (uint64) opt.seed), "model creation");
 			params = &kt.params;

@@ -237,7 +237,9 @@ def train_and_evaluate(db, ds, fold, kind, train_table, test_table, options):
                     on_notice=notice)
     report = json.loads(out)
     wall = time.time() - t0
-    out, _ = db.run(["SELECT tutor.evaluate_kt(%s, %s)" % (lit(model), lit(test_table))])
+    eval_options = {"columns": options["columns"]} if "columns" in options else {}
+    out, _ = db.run(["SELECT tutor.evaluate_kt(%s, %s, %s::jsonb)" % (lit(model), lit(test_table),
+                                                                       lit(json.dumps(eval_options)))])
     ev = json.loads(out)
     res = {
         "dataset": ds, "fold": fold, "kind": kind, "model": model, "options": options,
@@ -301,6 +303,9 @@ def main(argv=None):
     ap.add_argument("--models", default="transformer,pfa", help="transformer,pfa")
     ap.add_argument("--epochs", type=int, help="epochs option for every model (default: tutor_llm's)")
     ap.add_argument("--time-budget", type=float, help="time_budget option (seconds) for every model")
+    ap.add_argument("--options", type=json.loads, default={},
+                    help='JSON merged into every train_kt options, e.g. \'{"dropout": 0.2}\'; its "columns" '
+                         'also go to evaluate_kt (\'{"columns": {"item_id": null}}\' ignores the items)')
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="tutor.threads and torch threads (default: CPUs, %(default)s)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
@@ -356,6 +361,7 @@ def main(argv=None):
                     options["epochs"] = epochs
                 if args.time_budget:
                     options["time_budget"] = args.time_budget
+                options.update(args.options)
                 now = library_id()
                 if now != lib:
                     msg = "tutor_llm.so changed during the run (%s -> %s): figures from here on are of another build" % (lib, now)

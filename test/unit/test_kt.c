@@ -49,9 +49,9 @@ make_ctx(kt_ctx *c, float dropout)
 {
 	tl_kt_config cfg = tiny_config();
 	tl_rng		rng;
-	static const int32_t items[12] = {1, 2, 3, 1, 4, 5, 6, 2, 0, 3, 0, 0};
+	static const int32_t items[12] = {1, 2, 3, 3, 4, 5, 6, 2, 0, 3, 0, 0};	/* 3, 3: a repeat */
 	static const int32_t skills[12] = {1, 1, 2, 1, 3, 3, 2, 1, 2, 3, 0, 0};
-	static const float correct[12] = {1, 0, 1, 1, 0.5f, 0, 1, 1, 0, 1, 0, 0};
+	static const float correct[12] = {1, 0, 0.5f, 1, 0.5f, 0, 1, 1, 0, 1, 0, 0};
 
 	cfg.dropout = dropout;
 	memset(c, 0, sizeof(*c));
@@ -139,6 +139,10 @@ test_predict_next_matches_forward(void **state)
 								 mu_avg, bias_avg, next));
 	assert_float_equal(next[0], all[5], 1e-5);
 	assert_true(next[1] > 0.0f && next[1] < 1.0f);
+	/* a repeat: row 0, position 3 asks item 3 again right after answering it */
+	ASSERT_OK(tl_kt_predict_next(&c.m, c.items, c.skills, c.correct, 3,
+								 (tl_kt_query[]) {{3, 1}}, 1, mu_avg, bias_avg, next));
+	assert_float_equal(next[0], all[3], 1e-5);
 	/* an empty history is the prior: position 0 */
 	ASSERT_OK(tl_kt_predict_next(&c.m, c.items + 6, c.skills + 6, c.correct + 6, 0,
 								 (tl_kt_query[]) {{6, 2}}, 1, mu_avg, bias_avg, next));

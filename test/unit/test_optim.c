@@ -80,6 +80,32 @@ test_adamw_matches_hand_computation(void **state)
 	tl_params_free(&ps);
 }
 
+/* A parameter's lr_scale scales its step (here: the first step, exactly lr * scale). */
+static void
+test_adamw_lr_scale(void **state)
+{
+	tl_params	ps = {0};
+	tl_adamw	opt;
+	tl_rng		rng;
+	int			a,
+				b;
+
+	ASSERT_OK(tl_params_declare(&ps, "a", 1, TL_SHAPE(1), TL_INIT_ZEROS, 0, false, &a));
+	ASSERT_OK(tl_params_declare(&ps, "b", 1, TL_SHAPE(1), TL_INIT_ZEROS, 0, false, &b));
+	assert_float_equal(ps.items[a].lr_scale, 1.0f, 0);
+	ps.items[b].lr_scale = 0.25f;
+	tl_rng_seed(&rng, 1);
+	ASSERT_OK(tl_params_alloc(&ps, &rng));
+	ASSERT_OK(tl_adamw_init(&opt, &ps, 0.1f, 0.0f));
+	ps.grad[0] = ps.grad[1] = 3.0f;
+	ASSERT_OK(tl_adamw_step(&opt, &ps));
+	/* Adam's first step is lr * sign(g) (up to eps) */
+	assert_float_equal(ps.value[0], -0.1f, 1e-6);
+	assert_float_equal(ps.value[1], -0.025f, 1e-6);
+	tl_adamw_free(&opt);
+	tl_params_free(&ps);
+}
+
 static void
 test_adamw_minimises_quadratic(void **state)
 {
@@ -164,6 +190,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_params_layout),
 		cmocka_unit_test(test_adamw_matches_hand_computation),
+		cmocka_unit_test(test_adamw_lr_scale),
 		cmocka_unit_test(test_adamw_minimises_quadratic),
 		cmocka_unit_test(test_clip_grad_norm),
 		cmocka_unit_test(test_rng),
