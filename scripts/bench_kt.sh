@@ -13,7 +13,8 @@
 #   bash scripts/bench_kt.sh /path/to/data --datasets assist2009_skill
 #
 # BENCH_TORCH=0 skips installing PyTorch (the reference then reports itself
-# skipped); TORCH_VERSION picks the wheel (default below).
+# skipped); TORCH_VERSION picks the wheel (default below); BENCH_BUILD=0
+# measures the tutor_llm already installed instead of building this checkout.
 if [ $# -lt 1 ] || [ ! -d "$1" ]; then
 	echo "usage: $0 DATA_DIR [--quick] [--datasets a,b] [--folds 1,2] [--epochs N] [--no-torch]" >&2
 	exit 2
@@ -28,7 +29,9 @@ VENV="$REPO_ROOT/build/bench-venv"
 
 REQUIRED_PACKAGES+=(python3 python3-venv)
 ensure_packages
-build_and_install
+if [ "${BENCH_BUILD:-1}" != 0 ]; then
+	build_and_install
+fi
 
 # ---- the Python environment ----
 # PyPI's Linux torch wheel is built for CUDA and loads the CUDA runtime
