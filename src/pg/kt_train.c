@@ -73,7 +73,7 @@ parse_train_options(Jsonb *o, kt_train_options *opt)
 	opt->layers = tutor_option_int(o, "layers", 2, 1, 8);
 	opt->window = tutor_option_int(o, "window", 200, 2, 1024);
 	opt->epochs = tutor_option_int(o, "epochs", 30, 1, 1000);
-	opt->lr = tutor_option_float(o, "lr", opt->kind == KT_KIND_PFA ? 0.01 : 1e-3, 1e-6, 1.0);
+	opt->lr = tutor_option_float(o, "lr", opt->kind == KT_KIND_PFA ? 0.01 : 3e-4, 1e-6, 1.0);
 	opt->batch_size = tutor_option_int(o, "batch_size", 32, 1, 4096);
 	opt->valid_fraction = tutor_option_float(o, "valid_fraction", 0.1, 0.0, 0.5);
 	opt->seed = tutor_option_int(o, "seed", 42, 0, PG_INT64_MAX);
