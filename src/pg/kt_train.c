@@ -505,7 +505,8 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 				}
 				pfree(batch_starts);
 				pfree(batch_order);
-				if (done == 0)
+				/* out of time mid-epoch: keep the best complete epoch, skip validating a partial one */
+				if (done == 0 || (stopped_by_budget && best.epoch > 0))
 					break;
 				epochs_run = epoch;
 				last_loss = loss_sum / done;
@@ -566,7 +567,7 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 					done++;
 					tutor_progress_batch(done, loss_sum / done);
 				}
-				if (done == 0)
+				if (done == 0 || (stopped_by_budget && best.epoch > 0))
 					break;
 				epochs_run = epoch;
 				last_loss = loss_sum / done;
