@@ -79,21 +79,8 @@ fi
 # A cluster of its own under build/bench/, so that a test or demo run in the
 # same checkout (which recreates build/cluster) cannot remove it mid-run,
 # on ports above theirs so that two starts do not race for one port.
-free_port() {
-	local port
-	for port in $(seq 54400 54500); do
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-			echo "$port"
-			return
-		fi
-	done
-	die "no free port in 54400..54500"
-}
-bench_root=$REPO_ROOT
-REPO_ROOT="$REPO_ROOT/build/bench"
-mkdir -p "$REPO_ROOT/build"
+CLUSTER_HOME="$REPO_ROOT/build/bench/cluster" PORT_BASE=54400
 start_cluster
-REPO_ROOT=$bench_root
 PSQL -c "CREATE DATABASE kt_bench"
 export PGDATABASE=kt_bench PSQL_BIN="$(PG_BIN)/psql" TUTOR_LIB="$("$PG_CONFIG" --pkglibdir)/tutor_llm.so"
 

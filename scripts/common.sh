@@ -78,23 +78,30 @@ as_cluster_user() {
 	fi
 }
 
-# A TCP port nobody listens on, from 54320 up.
+# Where start_cluster puts its cluster, and the first port it tries: a
+# script that must not collide with a test run in the same checkout (a
+# benchmark) sets its own before calling start_cluster.
+CLUSTER_HOME=${CLUSTER_HOME:-$REPO_ROOT/build/cluster}
+PORT_BASE=${PORT_BASE:-54320}
+
+# A TCP port nobody listens on, from PORT_BASE up.
 free_port() {
 	local port
-	for port in $(seq 54320 54420); do
+	for port in $(seq "$PORT_BASE" $((PORT_BASE + 100))); do
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 			echo "$port"
 			return
 		fi
 	done
-	die "no free port in 54320..54420"
+	die "no free port in $PORT_BASE..$((PORT_BASE + 100))"
 }
 
 # Start a fresh cluster; sets PGHOST, PGPORT, PGUSER, PGDATABASE and
 # CLUSTER_DIR, and stops the cluster when the calling script exits.
 start_cluster() {
 	CLUSTER_USER=$(cluster_user)
-	CLUSTER_DIR="$REPO_ROOT/build/cluster"
+	CLUSTER_DIR=$CLUSTER_HOME
+	mkdir -p "$(dirname "$CLUSTER_DIR")"
 	as_root rm -rf "$CLUSTER_DIR"
 	mkdir -p "$CLUSTER_DIR"
 	if [ "$(id -u)" -eq 0 ]; then
