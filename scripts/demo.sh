@@ -30,10 +30,12 @@ FROM school.responses;
 \echo '-- where tutor_llm computes (SELECT * FROM tutor.device_info())'
 SELECT backend, name, total_memory_mb, threads, selected, blas FROM tutor.device_info();
 
-\echo '-- train a knowledge-tracing Transformer on the responses (one NOTICE per epoch)'
+\echo '-- train a knowledge-tracing Transformer on the responses (NOTICEs per epoch hidden here)'
+SET client_min_messages = warning;
 \echo '-- SELECT tutor.train_kt('school_kt', 'school.responses')'
 SELECT jsonb_pretty(tutor.train_kt('school_kt', 'school.responses')
        - '{rows_read,rows_skipped,students_skipped,stopped_by_time_budget}'::text[]) AS report;
+RESET client_min_messages;
 
 \echo '-- and the non-neural baseline in the same API'
 SET client_min_messages = warning;

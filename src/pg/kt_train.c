@@ -30,6 +30,11 @@ PG_FUNCTION_INFO_V1(tutor_train_kt);
 PG_FUNCTION_INFO_V1(tutor_evaluate_kt);
 
 #define KT_WARMUP_STEPS 100		/* linear learning-rate warm-up, at most one epoch */
+#define KT_DEFAULT_EPOCHS 30
+#define KT_MIN_STEPS 2000		/* the default trains at least this many steps... */
+#define KT_MAX_DEFAULT_EPOCHS 400	/* ...within this many epochs; early stopping ends it sooner */
+#define KT_DEFAULT_PATIENCE 4
+#define KT_MIN_PATIENCE_STEPS 300	/* and waits at least this many steps for a better epoch */
 #define PFA_BATCH 512
 
 static const char *const train_options[] = {
@@ -42,6 +47,8 @@ static const char *const devices[] = {"auto", "cpu", "cuda", NULL};
 
 typedef struct kt_train_options
 {
+	bool		epochs_given;	/* false: the default may grow for small sources */
+	bool		patience_given; /* likewise */
 	tutor_kt_kind kind;
 	int64		d_model;
 	int64		layers;
@@ -72,7 +79,8 @@ parse_train_options(Jsonb *o, kt_train_options *opt)
 	opt->heads = tutor_option_int(o, "heads", 8, 1, 64);
 	opt->layers = tutor_option_int(o, "layers", 2, 1, 8);
 	opt->window = tutor_option_int(o, "window", 200, 2, 1024);
-	opt->epochs = tutor_option_int(o, "epochs", 30, 1, 1000);
+	opt->epochs_given = tutor_option(o, "epochs", &(JsonbValue) {0}) != NULL;
+	opt->epochs = tutor_option_int(o, "epochs", KT_DEFAULT_EPOCHS, 1, 1000);
 	opt->lr = tutor_option_float(o, "lr", opt->kind == KT_KIND_PFA ? 0.01 : 3e-4, 1e-6, 1.0);
 	opt->batch_size = tutor_option_int(o, "batch_size", 32, 1, 4096);
 	opt->valid_fraction = tutor_option_float(o, "valid_fraction", 0.1, 0.0, 0.5);
@@ -81,7 +89,8 @@ parse_train_options(Jsonb *o, kt_train_options *opt)
 	opt->device = tutor_option_choice(o, "device", tl_device_kind_name((tl_device_kind) tutor_device), devices);
 	opt->dropout = tutor_option_float(o, "dropout", 0.1, 0.0, 0.9);
 	opt->weight_decay = tutor_option_float(o, "weight_decay", 0.01, 0.0, 10.0);
-	opt->patience = tutor_option_int(o, "patience", 4, 1, 1000);
+	opt->patience_given = tutor_option(o, "patience", &(JsonbValue) {0}) != NULL;
+	opt->patience = tutor_option_int(o, "patience", KT_DEFAULT_PATIENCE, 1, 1000);
 	opt->item_lr_scale = tutor_option_float(o, "item_lr_scale", 1.0, 1e-4, 10.0);
 	opt->columns = tutor_option_object(o, "columns");
 	if (opt->d_model % opt->heads != 0)
@@ -455,6 +464,21 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 			best.params = palloc_extended(sizeof(float) * params->total, MCXT_ALLOC_HUGE);
 			memcpy(best.params, params->value, sizeof(float) * params->total);
 			train_w = kt_train_windows(&data, order + n_valid, n_train, (int32) opt.window, &n_train_w);
+			/*
+			 * A small school has few batches per epoch: without an explicit
+			 * "epochs", run enough epochs for KT_MIN_STEPS optimiser steps
+			 * (the batch count does not depend on the shuffle, only on lengths).
+			 */
+			if (!opt.epochs_given || !opt.patience_given)
+			{
+				sort_windows_by_length(train_w, n_train_w);
+				pfree(kt_make_batches(train_w, n_train_w, opt.batch_size, kcfg.max_tokens, &n_batches));
+				if (!opt.epochs_given)
+					opt.epochs = Min(KT_MAX_DEFAULT_EPOCHS,
+									 Max(KT_DEFAULT_EPOCHS, (KT_MIN_STEPS + n_batches - 1) / n_batches));
+				if (!opt.patience_given)
+					opt.patience = Max(KT_DEFAULT_PATIENCE, (KT_MIN_PATIENCE_STEPS + n_batches - 1) / n_batches);
+			}
 			valid_w = kt_eval_windows(&data, order, n_valid, (int32) opt.window, &n_valid_w);
 			if (n_valid > 0)
 			{
