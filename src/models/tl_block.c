@@ -321,3 +321,88 @@ tl_block_backward(const tl_block *block, tl_params *ps, tl_block_cache *c,
 #undef G
 	return TL_OK;
 }
+
+/* ---- stacks of blocks ------------------------------------------------------ */
+
+tl_status
+tl_stack_declare(tl_block_stack *s, const tl_block_config *cfg, int64_t layers, tl_params *ps,
+				 const char *prefix)
+{
+	memset(s, 0, sizeof(*s));
+	if (layers < 1 || layers > 64)
+		return tl_fail(TL_ERR_ARG, "a stack needs 1..64 blocks, not %lld", (long long) layers);
+	s->blocks = tl_alloc((size_t) layers, sizeof(tl_block));
+	s->caches = tl_alloc((size_t) layers, sizeof(tl_block_cache));
+	if (!s->blocks || !s->caches)
+	{
+		tl_stack_free(s);
+		return tl_fail(TL_ERR_NOMEM, "cannot allocate %lld blocks", (long long) layers);
+	}
+	s->layers = layers;
+	for (int64_t l = 0; l < layers; l++)
+	{
+		char		name[32];
+
+		snprintf(name, sizeof(name), "%s%lld", prefix, (long long) l);
+		TL_TRY(tl_block_declare(&s->blocks[l], cfg, ps, name));
+	}
+	return TL_OK;
+}
+
+tl_status
+tl_stack_cache_alloc(tl_block_stack *s, int64_t max_tokens, int64_t max_seq)
+{
+	for (int64_t l = 0; l < s->layers; l++)
+		TL_TRY(tl_block_cache_alloc(&s->caches[l], &s->blocks[l].cfg, max_tokens, max_seq));
+	return TL_OK;
+}
+
+void
+tl_stack_free(tl_block_stack *s)
+{
+	if (s->caches)
+		for (int64_t l = 0; l < s->layers; l++)
+			tl_block_cache_free(&s->caches[l]);
+	tl_free(s->blocks);
+	tl_free(s->caches);
+	memset(s, 0, sizeof(*s));
+}
+
+tl_status
+tl_stack_forward(tl_block_stack *s, const tl_params *ps, float *acts, int64_t B, int64_t T,
+				 const uint8_t *key_valid, bool training, uint64_t seed)
+{
+	int64_t		D;
+
+	if (s->layers < 1)
+		return tl_fail(TL_ERR_ARG, "empty block stack");
+	D = s->blocks[0].cfg.d_model;
+	for (int64_t l = 0; l < s->layers; l++)
+	{
+		tl_tensor	in = TL_VIEW(acts + l * B * T * D, B, T, D);
+		tl_tensor	out = TL_VIEW(acts + (l + 1) * B * T * D, B, T, D);
+
+		TL_TRY(tl_block_forward(&s->blocks[l], ps, &s->caches[l], &in, &out, key_valid,
+								training, seed + (uint64_t) l));
+	}
+	return TL_OK;
+}
+
+tl_status
+tl_stack_backward(tl_block_stack *s, tl_params *ps, float *grad, float *scratch, int64_t B, int64_t T)
+{
+	int64_t		D;
+
+	if (s->layers < 1)
+		return tl_fail(TL_ERR_ARG, "empty block stack");
+	D = s->blocks[0].cfg.d_model;
+	for (int64_t l = s->layers - 1; l >= 0; l--)
+	{
+		tl_tensor	dy = TL_VIEW(grad, B, T, D);
+		tl_tensor	dx = TL_VIEW(scratch, B, T, D);
+
+		TL_TRY(tl_block_backward(&s->blocks[l], ps, &s->caches[l], &dy, &dx));
+		memcpy(grad, scratch, sizeof(float) * B * T * D);
+	}
+	return TL_OK;
+}

@@ -116,4 +116,29 @@ tl_status	tl_block_forward(const tl_block *block, const tl_params *ps, tl_block_
 tl_status	tl_block_backward(const tl_block *block, tl_params *ps, tl_block_cache *cache,
 							  const tl_tensor *dy, tl_tensor *dx);
 
+/*
+ * A stack of L blocks applied in turn, with their caches: the trunk of a
+ * model.  Activations are (L + 1) buffers of B*T*D floats laid end to
+ * end: acts[0] is the input, acts[l + 1] the output of block l.
+ */
+typedef struct tl_block_stack
+{
+	int64_t		layers;
+	tl_block   *blocks;			/* layers */
+	tl_block_cache *caches;		/* layers */
+} tl_block_stack;
+
+/* Declare the parameters of L blocks, named "<prefix><l>.<param>". */
+tl_status	tl_stack_declare(tl_block_stack *s, const tl_block_config *cfg, int64_t layers,
+							 tl_params *ps, const char *prefix);
+tl_status	tl_stack_cache_alloc(tl_block_stack *s, int64_t max_tokens, int64_t max_seq);
+void		tl_stack_free(tl_block_stack *s);
+/* acts[l + 1] = block l (acts[l]) for every layer; block l's dropout seed is seed + l. */
+tl_status	tl_stack_forward(tl_block_stack *s, const tl_params *ps, float *acts,
+							 int64_t batch, int64_t seq, const uint8_t *key_valid,
+							 bool training, uint64_t seed);
+/* grad: d/d(last output) in, d/d(acts[0]) out; scratch holds B*T*D floats. */
+tl_status	tl_stack_backward(tl_block_stack *s, tl_params *ps, float *grad, float *scratch,
+							  int64_t batch, int64_t seq);
+
 #endif							/* TL_BLOCK_H */

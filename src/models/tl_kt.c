@@ -165,26 +165,12 @@ tl_kt_create(tl_kt *m, const tl_kt_config *cfg, uint64_t seed)
 		if (letters[0] == 'I')
 			m->params.items[m->param[p]].lr_scale = cfg->item_lr_scale > 0.0f ? cfg->item_lr_scale : 1.0f;
 	}
-	m->blocks = tl_alloc((size_t) cfg->layers, sizeof(tl_block));
-	m->caches = tl_alloc((size_t) cfg->layers, sizeof(tl_block_cache));
-	if (!m->blocks || !m->caches)
-	{
-		rc = tl_fail(TL_ERR_NOMEM, "cannot allocate %lld blocks", (long long) cfg->layers);
-		goto fail;
-	}
-	for (int64_t l = 0; l < cfg->layers; l++)
-	{
-		char		prefix[32];
-
-		snprintf(prefix, sizeof(prefix), "enc%lld", (long long) l);
-		TRY(tl_block_declare(&m->blocks[l], &bcfg, &m->params, prefix));
-	}
+	TRY(tl_stack_declare(&m->encoder, &bcfg, cfg->layers, &m->params, "enc"));
 	tl_rng_seed(&rng, seed);
 	TRY(tl_params_alloc(&m->params, &rng));
 	if (cfg->lr > 0.0f)			/* lr 0: an inference-only model, no optimiser state */
 		TRY(tl_adamw_init(&m->opt, &m->params, cfg->lr, cfg->weight_decay));
-	for (int64_t l = 0; l < cfg->layers; l++)
-		TRY(tl_block_cache_alloc(&m->caches[l], &bcfg, N, cfg->window));
+	TRY(tl_stack_cache_alloc(&m->encoder, N, cfg->window));
 	kt_buffers(m, bufs);
 	TRY(tl_alloc_buffers(bufs, TL_KT_BUFFERS, "knowledge-tracing activations"));
 #undef TRY
@@ -200,11 +186,7 @@ tl_kt_free(tl_kt *m)
 {
 	tl_buffer	bufs[TL_KT_BUFFERS];
 
-	if (m->caches)
-		for (int64_t l = 0; l < m->cfg.layers; l++)
-			tl_block_cache_free(&m->caches[l]);
-	tl_free(m->blocks);
-	tl_free(m->caches);
+	tl_stack_free(&m->encoder);
 	tl_params_free(&m->params);
 	tl_adamw_free(&m->opt);
 	kt_buffers(m, bufs);
@@ -485,14 +467,7 @@ kt_encode(tl_kt *m, bool training, uint64_t seed)
 				g = kt_value(m, TL_KT_ENC_LN_G),
 				b = kt_value(m, TL_KT_ENC_LN_B);
 
-	for (int64_t l = 0; l < m->cfg.layers; l++)
-	{
-		tl_tensor	in = TL_VIEW(m->enc + l * N * D, B, T, D);
-		tl_tensor	out = TL_VIEW(m->enc + (l + 1) * N * D, B, T, D);
-
-		TL_TRY(tl_block_forward(&m->blocks[l], &m->params, &m->caches[l], &in, &out, m->valid,
-								training, seed + (uint64_t) l));
-	}
+	TL_TRY(tl_stack_forward(&m->encoder, &m->params, m->enc, B, T, m->valid, training, seed));
 	last = TL_VIEW(m->enc + m->cfg.layers * N * D, B, T, D);
 	return tl_layernorm_fwd(&hs, &mean, &rstd, &last, &g, &b, TL_KT_LN_EPS);
 }
@@ -688,11 +663,7 @@ tl_kt_backward(tl_kt *m)
 	TL_TRY(tl_add(&g2, &g2, &g1));
 	/* encoder */
 	TL_TRY(tl_layernorm_bwd(&g5, &geg, &geb, &g2, &last, &hmean, &hrstd, &eg));
-	for (int64_t l = m->cfg.layers - 1; l >= 0; l--)
-	{
-		TL_TRY(tl_block_backward(&m->blocks[l], &m->params, &m->caches[l], &g5, &g1));
-		memcpy(m->g5, m->g1, sizeof(float) * N * D);
-	}
+	TL_TRY(tl_stack_backward(&m->encoder, &m->params, m->g5, m->g1, B, T));
 	kt_embed_inputs_bwd(m, m->g5);
 	kt_embed_questions_bwd(m, m->g4);
 	/* the unknown item keeps no offset and no bias */

@@ -111,8 +111,7 @@ typedef struct tl_kt
 	tl_kt_config cfg;
 	tl_params	params;
 	int			param[TL_KT_NPARAMS];	/* indices into params */
-	tl_block   *blocks;			/* layers */
-	tl_block_cache *caches;		/* layers */
+	tl_block_stack encoder;		/* layers blocks */
 	tl_adamw	opt;
 	/* activations of the last pass, N = max_tokens rows */
 	int64_t		batch;

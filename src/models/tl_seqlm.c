@@ -56,20 +56,7 @@ tl_seqlm_create(tl_seqlm *m, const tl_seqlm_config *cfg, uint64_t seed)
 #define TRY(expr) do { if ((rc = (expr)) != TL_OK) goto fail; } while (0)
 	TRY(tl_params_declare(&m->params, "tok_emb", 2, TL_SHAPE(V, D), TL_INIT_NORMAL, 0.02f, true, &m->tok_emb));
 	TRY(tl_params_declare(&m->params, "pos_emb", 2, TL_SHAPE(cfg->max_seq, D), TL_INIT_NORMAL, 0.02f, true, &m->pos_emb));
-	m->blocks = tl_alloc((size_t) cfg->layers, sizeof(tl_block));
-	m->caches = tl_alloc((size_t) cfg->layers, sizeof(tl_block_cache));
-	if (!m->blocks || !m->caches)
-	{
-		rc = tl_fail(TL_ERR_NOMEM, "cannot allocate %lld blocks", (long long) cfg->layers);
-		goto fail;
-	}
-	for (int64_t l = 0; l < cfg->layers; l++)
-	{
-		char		prefix[32];
-
-		snprintf(prefix, sizeof(prefix), "block%lld", (long long) l);
-		TRY(tl_block_declare(&m->blocks[l], &bcfg, &m->params, prefix));
-	}
+	TRY(tl_stack_declare(&m->blocks, &bcfg, cfg->layers, &m->params, "block"));
 	TRY(tl_params_declare(&m->params, "lnf.g", 1, TL_SHAPE(D), TL_INIT_ONES, 0, false, &m->lnf_g));
 	TRY(tl_params_declare(&m->params, "lnf.b", 1, TL_SHAPE(D), TL_INIT_ZEROS, 0, false, &m->lnf_b));
 	TRY(tl_params_declare(&m->params, "head.w", 2, TL_SHAPE(V, D), TL_INIT_NORMAL, 0.02f, true, &m->head_w));
@@ -77,8 +64,7 @@ tl_seqlm_create(tl_seqlm *m, const tl_seqlm_config *cfg, uint64_t seed)
 	tl_rng_seed(&rng, seed);
 	TRY(tl_params_alloc(&m->params, &rng));
 	TRY(tl_adamw_init(&m->opt, &m->params, cfg->lr, cfg->weight_decay));
-	for (int64_t l = 0; l < cfg->layers; l++)
-		TRY(tl_block_cache_alloc(&m->caches[l], &bcfg, N, cfg->max_seq));
+	TRY(tl_stack_cache_alloc(&m->blocks, N, cfg->max_seq));
 
 	seqlm_buffers(m, bufs);
 	TRY(tl_alloc_buffers(bufs, TL_SEQLM_BUFFERS, "seqlm activations"));
@@ -95,11 +81,7 @@ tl_seqlm_free(tl_seqlm *m)
 {
 	tl_buffer	bufs[TL_SEQLM_BUFFERS];
 
-	if (m->caches)
-		for (int64_t l = 0; l < m->cfg.layers; l++)
-			tl_block_cache_free(&m->caches[l]);
-	tl_free(m->blocks);
-	tl_free(m->caches);
+	tl_stack_free(&m->blocks);
 	tl_params_free(&m->params);
 	tl_adamw_free(&m->opt);
 	seqlm_buffers(m, bufs);
@@ -143,14 +125,7 @@ tl_seqlm_forward(tl_seqlm *m, const int32_t *tokens, const int32_t *targets,
 	TL_TRY(tl_embedding_fwd(&x0, &tok_emb, tokens));
 	TL_TRY(tl_embedding_fwd(&pos, &pos_emb, m->positions));
 	TL_TRY(tl_add(&x0, &x0, &pos));
-	for (int64_t l = 0; l < m->cfg.layers; l++)
-	{
-		tl_tensor	in = TL_VIEW(m->acts + l * N * D, B, T, D);
-		tl_tensor	out = TL_VIEW(m->acts + (l + 1) * N * D, B, T, D);
-
-		TL_TRY(tl_block_forward(&m->blocks[l], &m->params, &m->caches[l], &in, &out,
-								m->key_valid, training, seed + (uint64_t) l));
-	}
+	TL_TRY(tl_stack_forward(&m->blocks, &m->params, m->acts, B, T, m->key_valid, training, seed));
 	lnf = TL_VIEW(m->lnf, B, T, D);
 	mean = TL_VIEW(m->lnf_mean, N);
 	rstd = TL_VIEW(m->lnf_rstd, N);
@@ -200,11 +175,7 @@ tl_seqlm_backward(tl_seqlm *m)
 	TL_TRY(tl_linear_bwd(&gb, &dw, &db, &dlogits, &lnf, &w));
 	TL_TRY(tl_layernorm_bwd(&ga, &dg, &dbeta, &gb, &last, &mean, &rstd, &g));
 	/* ga holds d/d(output of the last block); walk the blocks back */
-	for (int64_t l = m->cfg.layers - 1; l >= 0; l--)
-	{
-		TL_TRY(tl_block_backward(&m->blocks[l], ps, &m->caches[l], &ga, &gb));
-		memcpy(ga.data, gb.data, sizeof(float) * N * D);
-	}
+	TL_TRY(tl_stack_backward(&m->blocks, ps, ga.data, gb.data, B, T));
 	TL_TRY(tl_embedding_bwd(&dtok, &ga, m->tokens));
 	TL_TRY(tl_embedding_bwd(&dpos, &ga, m->positions));
 	return TL_OK;

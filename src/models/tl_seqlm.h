@@ -41,8 +41,7 @@ typedef struct tl_seqlm
 	int			lnf_b;			/* (D) */
 	int			head_w;			/* (V, D) */
 	int			head_b;			/* (V) */
-	tl_block   *blocks;			/* layers */
-	tl_block_cache *caches;		/* layers */
+	tl_block_stack blocks;		/* layers blocks */
 	tl_adamw	opt;
 	/* activations of the last forward pass, N = B_max * T_max rows */
 	float	   *acts;			/* (layers + 1, N, D): input of block l, then final output */
