@@ -1,9 +1,9 @@
-# Standalone build of the compute core (src/core + src/models): no
+# Standalone build of the compute core (src/core, src/models, src/plan): no
 # PostgreSQL headers, its own flags, objects under build/.  Included by
 # the top-level Makefile.
 
 CORE_CFLAGS = -std=gnu11 -O3 -g -fopenmp-simd -fno-trapping-math -Wall -Wextra -Wno-unused-parameter -Wshadow -fPIC \
-	-Isrc/core -Isrc/models $(BLAS_CFLAGS)
+	-Isrc/core -Isrc/models -Isrc/plan $(BLAS_CFLAGS)
 CORE_LDLIBS = $(BLAS_LIBS) -lm -ldl -lpthread
 SANITIZE_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
@@ -12,15 +12,15 @@ CORE_LIB = build/core/libtutor_core.a
 ASAN_OBJS = $(patsubst src/%.c,build/asan/%.o,$(CORE_SRCS))
 ASAN_LIB = build/asan/libtutor_core.a
 
-UNIT_TESTS = test_ops test_attention test_optim test_train test_metrics test_pfa test_kt test_blob test_pool
+UNIT_TESTS = test_ops test_attention test_optim test_train test_metrics test_pfa test_kt test_blob test_pool test_plan
 UNIT_BINS = $(addprefix build/core/,$(UNIT_TESTS))
 ASAN_BINS = $(addprefix build/asan/,$(UNIT_TESTS))
 
-build/core/%.o: src/%.c $(wildcard src/core/*.h src/models/*.h) test/core.mk
+build/core/%.o: src/%.c $(wildcard src/core/*.h src/models/*.h src/plan/*.h) test/core.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CORE_CFLAGS) -c $< -o $@
 
-build/asan/%.o: src/%.c $(wildcard src/core/*.h src/models/*.h) test/core.mk
+build/asan/%.o: src/%.c $(wildcard src/core/*.h src/models/*.h src/plan/*.h) test/core.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CORE_CFLAGS) $(SANITIZE_FLAGS) -c $< -o $@
 

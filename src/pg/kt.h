@@ -16,6 +16,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "utils/array.h"
 #include "utils/jsonb.h"
 
 #include "tl_kt.h"
@@ -78,15 +79,26 @@ typedef struct tutor_kt_scan_stats
 } tutor_kt_scan_stats;
 
 /*
- * Stream the source ordered by (student, answered_at) through an SPI
- * cursor in chunks, calling fn once per student.  With student_filter
- * (a value of type filter_type) only that student is read; with
- * students_sql only students in that one-column table or query.  The
- * caller has done SPI_connect.
+ * Which answers a scan reads.  At most one of the student selectors is
+ * set; `until` keeps answers at or before a time (needs a time column).
  */
-extern void tutor_kt_scan(const tutor_kt_source *src, Datum student_filter, Oid filter_type,
-						  const char *students_sql, tutor_kt_student_fn fn, void *arg,
-						  tutor_kt_scan_stats *stats);
+typedef struct tutor_kt_filter
+{
+	Datum		student;		/* one student, a value of student_type ... */
+	Oid			student_type;	/* ... or InvalidOid */
+	const char *students_sql;	/* students in the first column of this FROM item */
+	ArrayType  *students;		/* students whose ids (as text) are in this text[] */
+	bool		until_set;
+	TimestampTz until;
+} tutor_kt_filter;
+
+/*
+ * Stream the source ordered by (student, answered_at) through an SPI
+ * cursor in chunks, calling fn once per student with answers.  filter
+ * may be NULL (everything).  The caller has done SPI_connect.
+ */
+extern void tutor_kt_scan(const tutor_kt_source *src, const tutor_kt_filter *filter,
+						  tutor_kt_student_fn fn, void *arg, tutor_kt_scan_stats *stats);
 
 /* "schema.rel" for a relation name, or "(query)" for SELECT/WITH/VALUES/TABLE text. */
 extern char *tutor_source_from_sql(const char *source);
@@ -144,6 +156,31 @@ extern void tutor_kt_check_owner(const char *name, bool must_exist);
 extern int32 tutor_kt_save(const tutor_kt_trained *t, bool *deployed);
 /* Load a model by name (NULL = the default deployed model) through the cache. */
 extern tutor_kt_model *tutor_kt_load(const char *name);
+
+/* ---- inference (kt_infer.c) ---------------------------------------------- */
+
+/* One student's history as model indexes. */
+typedef struct tutor_kt_history
+{
+	const tutor_kt_model *model;
+	int32		n;
+	int32	   *items;			/* n */
+	int32	   *skills;			/* n */
+	float	   *correct;		/* n */
+	int32	   *attempts;		/* per skill */
+	TimestampTz *last_seen;		/* per skill, 0 = never */
+	bool	   *seen;			/* per skill */
+} tutor_kt_history;
+
+/* An empty history (a new student: predictions are the prior). */
+extern void tutor_kt_history_init(tutor_kt_history *h, const tutor_kt_model *m);
+/* Scan callback (arg = an initialised history): one student's answers as indexes. */
+extern void tutor_kt_history_load(const tutor_kt_student *st, void *arg);
+/* P(correct) for each of n questions after history h. */
+extern void tutor_kt_predict(tutor_kt_model *m, const tutor_kt_history *h, const tl_kt_query *q,
+							 int64 n, float *probs);
+/* A value converted to another type through its text form (ids). */
+extern Datum tutor_convert_datum(Datum value, Oid from, Oid to);
 
 /* ---- progress (progress.c) ------------------------------------------------- */
 

@@ -27,21 +27,8 @@ PG_FUNCTION_INFO_V1(tutor_mastery);
 PG_FUNCTION_INFO_V1(tutor_predict_correct);
 PG_FUNCTION_INFO_V1(tutor_mastery_all);
 
-/* One student's history as model indexes. */
-typedef struct kt_history
-{
-	const tutor_kt_model *model;
-	int32		n;
-	int32	   *items;
-	int32	   *skills;
-	float	   *correct;
-	int32	   *attempts;		/* per skill */
-	TimestampTz *last_seen;		/* per skill, 0 = never */
-	bool	   *seen;			/* per skill */
-} kt_history;
-
-static void
-history_init(kt_history *h, const tutor_kt_model *m)
+void
+tutor_kt_history_init(tutor_kt_history *h, const tutor_kt_model *m)
 {
 	memset(h, 0, sizeof(*h));
 	h->model = m;
@@ -51,10 +38,10 @@ history_init(kt_history *h, const tutor_kt_model *m)
 }
 
 /* Scan callback: turn one student's answers into indexes and per-skill counts. */
-static void
-history_load(const tutor_kt_student *st, void *arg)
+void
+tutor_kt_history_load(const tutor_kt_student *st, void *arg)
 {
-	kt_history *h = arg;
+	tutor_kt_history *h = arg;
 	const tutor_kt_model *m = h->model;
 
 	h->n = st->n;
@@ -83,9 +70,9 @@ history_load(const tutor_kt_student *st, void *arg)
 	}
 }
 
-/* Convert a value of any type to the source's student column type. */
-static Datum
-as_student_type(Datum value, Oid from, Oid to)
+/* Convert a value of any type to another through text (the source's id types). */
+Datum
+tutor_convert_datum(Datum value, Oid from, Oid to)
 {
 	char	   *text;
 	Oid			fn,
@@ -120,22 +107,24 @@ as_text(Datum value, Oid type)
 
 /* Read one student's answers from the model's source. */
 static void
-read_history(kt_history *h, const tutor_kt_model *m, FunctionCallInfo fcinfo, int argno)
+read_history(tutor_kt_history *h, const tutor_kt_model *m, FunctionCallInfo fcinfo, int argno)
 {
 	Oid			from = get_fn_expr_argtype(fcinfo->flinfo, argno);
 	Oid			to = m->source.type[KT_COL_STUDENT];
 	tutor_kt_scan_stats stats;
+	tutor_kt_filter filter = {0};
 
 	if (!OidIsValid(from))
 		elog(ERROR, "could not determine the type of student_id");
-	history_init(h, m);
-	tutor_kt_scan(&m->source, as_student_type(PG_GETARG_DATUM(argno), from, to), to, NULL,
-				  history_load, h, &stats);
+	tutor_kt_history_init(h, m);
+	filter.student = tutor_convert_datum(PG_GETARG_DATUM(argno), from, to);
+	filter.student_type = to;
+	tutor_kt_scan(&m->source, &filter, tutor_kt_history_load, h, &stats);
 }
 
 /* PFA: P(correct) on skill s for a student with history h, on item (or the skill's typical item). */
 static float
-pfa_predict(const tutor_kt_model *m, const kt_history *h, int32 item, int32 skill)
+pfa_predict(const tutor_kt_model *m, const tutor_kt_history *h, int32 item, int32 skill)
 {
 	tl_pfa_obs	o = {item, skill, 0.0f, 0.0f, 0.0f};
 	float		logit;
@@ -156,8 +145,8 @@ pfa_predict(const tutor_kt_model *m, const kt_history *h, int32 item, int32 skil
 }
 
 /* P(correct) for each of n questions after history h. */
-static void
-predict(tutor_kt_model *m, const kt_history *h, const tl_kt_query *q, int64 n, float *probs)
+void
+tutor_kt_predict(tutor_kt_model *m, const tutor_kt_history *h, const tl_kt_query *q, int64 n, float *probs)
 {
 	if (m->kind == KT_KIND_TRANSFORMER)
 		TUTOR_CHECK(tl_kt_predict_next(&m->kt, h->items, h->skills, h->correct, h->n, q, n,
@@ -183,7 +172,7 @@ skill_queries(const tutor_kt_model *m, int64 *n)
 
 /* Append the mastery rows of one student to a tuplestore. */
 static void
-emit_mastery(ReturnSetInfo *rsinfo, tutor_kt_model *m, const kt_history *h, const char *student_id)
+emit_mastery(ReturnSetInfo *rsinfo, tutor_kt_model *m, const tutor_kt_history *h, const char *student_id)
 {
 	int64		nq;
 	tl_kt_query *q = skill_queries(m, &nq);
@@ -192,7 +181,7 @@ emit_mastery(ReturnSetInfo *rsinfo, tutor_kt_model *m, const kt_history *h, cons
 
 	if (nq == 0)
 		return;
-	predict(m, h, q, nq, probs);
+	tutor_kt_predict(m, h, q, nq, probs);
 	for (int64 i = 0; i < nq; i++)
 	{
 		int32		s = q[i].skill;
@@ -225,7 +214,7 @@ tutor_mastery(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *model_name = model_name_arg(fcinfo, 1);
 	tutor_kt_model *m;
-	kt_history	h;
+	tutor_kt_history h;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -248,7 +237,7 @@ tutor_predict_correct(PG_FUNCTION_ARGS)
 	char	   *model_name = model_name_arg(fcinfo, 2);
 	char	   *item_text;
 	tutor_kt_model *m;
-	kt_history	h;
+	tutor_kt_history h;
 	tl_kt_query q;
 	float		p;
 
@@ -273,7 +262,7 @@ tutor_predict_correct(PG_FUNCTION_ARGS)
 		q.item = tutor_vocab_lookup(&m->items, item_text, strlen(item_text), false, "item_id");
 		q.skill = m->skill_from_item ? q.item : m->item_skill[q.item];
 	}
-	predict(m, &h, &q, 1, &p);
+	tutor_kt_predict(m, &h, &q, 1, &p);
 	SPI_finish();
 	PG_RETURN_FLOAT8((double) p);
 }
@@ -283,7 +272,7 @@ typedef struct mastery_all_state
 {
 	ReturnSetInfo *rsinfo;
 	tutor_kt_model *model;
-	kt_history	h;
+	tutor_kt_history h;
 	MemoryContext per_student;
 	int64		students;
 } mastery_all_state;
@@ -295,8 +284,8 @@ mastery_all_student(const tutor_kt_student *st, void *arg)
 	MemoryContext old = MemoryContextSwitchTo(s->per_student);
 
 	CHECK_FOR_INTERRUPTS();
-	history_init(&s->h, s->model);
-	history_load(st, &s->h);
+	tutor_kt_history_init(&s->h, s->model);
+	tutor_kt_history_load(st, &s->h);
 	emit_mastery(s->rsinfo, s->model, &s->h, st->id);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(s->per_student);
@@ -311,6 +300,7 @@ tutor_mastery_all(PG_FUNCTION_ARGS)
 	char	   *model_name = model_name_arg(fcinfo, 0);
 	char	   *students = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	mastery_all_state state = {0};
+	tutor_kt_filter filter = {0};
 	tutor_kt_scan_stats stats;
 
 	tutor_begin_compute();
@@ -320,9 +310,8 @@ tutor_mastery_all(PG_FUNCTION_ARGS)
 	state.model = tutor_kt_load(model_name);
 	state.per_student = AllocSetContextCreate(CurrentMemoryContext, "tutor mastery_all student",
 											  ALLOCSET_DEFAULT_SIZES);
-	tutor_kt_scan(&state.model->source, (Datum) 0, InvalidOid,
-				  students ? tutor_source_from_sql(students) : NULL,
-				  mastery_all_student, &state, &stats);
+	filter.students_sql = students ? tutor_source_from_sql(students) : NULL;
+	tutor_kt_scan(&state.model->source, &filter, mastery_all_student, &state, &stats);
 	SPI_finish();
 	return (Datum) 0;
 }

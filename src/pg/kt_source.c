@@ -319,9 +319,8 @@ row_text(HeapTuple tup, TupleDesc desc, int col)
 }
 
 void
-tutor_kt_scan(const tutor_kt_source *src, Datum student_filter, Oid filter_type,
-			  const char *students_sql, tutor_kt_student_fn fn, void *arg,
-			  tutor_kt_scan_stats *stats)
+tutor_kt_scan(const tutor_kt_source *src, const tutor_kt_filter *filter,
+			  tutor_kt_student_fn fn, void *arg, tutor_kt_scan_stats *stats)
 {
 	StringInfoData sql;
 	const char *stu = quote_identifier(src->column[KT_COL_STUDENT]);
@@ -330,8 +329,10 @@ tutor_kt_scan(const tutor_kt_source *src, Datum student_filter, Oid filter_type,
 	Portal		portal;
 	kt_group	group = {0};
 	MemoryContext row_cxt;
-	Oid			argtypes[1];
-	Datum		values[1];
+	Oid			argtypes[2];
+	Datum		values[2];
+	int			nargs = 0;
+	const char *glue = " WHERE";
 
 	memset(stats, 0, sizeof(*stats));
 	initStringInfo(&sql);
@@ -353,17 +354,42 @@ tutor_kt_scan(const tutor_kt_source *src, Datum student_filter, Oid filter_type,
 	else
 		appendStringInfoString(&sql, "NULL::timestamptz ");
 	appendStringInfo(&sql, "FROM %s AS s", src->from_sql);
-	if (OidIsValid(filter_type))
-		appendStringInfo(&sql, " WHERE s.%s = $1", stu);
-	else if (students_sql)
-		appendStringInfo(&sql, " WHERE s.%s IN (SELECT * FROM %s AS st)", stu, students_sql);
+	if (filter && OidIsValid(filter->student_type))
+	{
+		argtypes[nargs] = filter->student_type;
+		values[nargs++] = filter->student;
+		appendStringInfo(&sql, "%s s.%s = $%d", glue, stu, nargs);
+		glue = " AND";
+	}
+	else if (filter && filter->students_sql)
+	{
+		appendStringInfo(&sql, "%s s.%s IN (SELECT st.x FROM %s AS st(x))", glue, stu, filter->students_sql);
+		glue = " AND";
+	}
+	else if (filter && filter->students)
+	{
+		/* ids arrive as text; compare in the column's own type so an index can serve */
+		argtypes[nargs] = TEXTARRAYOID;
+		values[nargs++] = PointerGetDatum(filter->students);
+		appendStringInfo(&sql, "%s s.%s IN (SELECT u.x::%s FROM unnest($%d) AS u(x))", glue, stu,
+						 format_type_be(src->type[KT_COL_STUDENT]), nargs);
+		glue = " AND";
+	}
+	if (filter && filter->until_set)
+	{
+		if (!src->time_is_timestamp)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("as_of needs a source whose \"%s\" column is a date or time", src->column[KT_COL_TIME])));
+		argtypes[nargs] = TIMESTAMPTZOID;
+		values[nargs++] = TimestampTzGetDatum(filter->until);
+		appendStringInfo(&sql, "%s s.%s::timestamptz <= $%d", glue, tim, nargs);
+	}
 	/* the tie-breakers make the order, and so training, deterministic */
 	appendStringInfo(&sql, " ORDER BY s.%s, s.%s, 2, 3, 4", stu, tim);
 
-	argtypes[0] = filter_type;
-	values[0] = student_filter;
-	portal = SPI_cursor_open_with_args(NULL, sql.data, OidIsValid(filter_type) ? 1 : 0,
-									   argtypes, values, NULL, true, CURSOR_OPT_NO_SCROLL);
+	portal = SPI_cursor_open_with_args(NULL, sql.data, nargs, argtypes, values, NULL, true,
+									   CURSOR_OPT_NO_SCROLL);
 
 	group.cxt = AllocSetContextCreate(CurrentMemoryContext, "tutor student answers", ALLOCSET_DEFAULT_SIZES);
 	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "tutor source chunk", ALLOCSET_DEFAULT_SIZES);
@@ -372,13 +398,17 @@ tutor_kt_scan(const tutor_kt_source *src, Datum student_filter, Oid filter_type,
 		SPITupleTable *tab;
 		MemoryContext old;
 
+		uint64		nrows;
+
 		CHECK_FOR_INTERRUPTS();
 		SPI_cursor_fetch(portal, true, KT_FETCH_ROWS);
-		if (SPI_processed == 0)
-			break;
+		/* fn may run SPI statements of its own: keep this chunk's rows */
+		nrows = SPI_processed;
 		tab = SPI_tuptable;
+		if (nrows == 0)
+			break;
 		old = MemoryContextSwitchTo(row_cxt);
-		for (uint64 r = 0; r < SPI_processed; r++)
+		for (uint64 r = 0; r < nrows; r++)
 		{
 			HeapTuple	tup = tab->vals[r];
 			char	   *student = row_text(tup, tab->tupdesc, 1);

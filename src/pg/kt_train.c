@@ -208,7 +208,7 @@ sort_windows_by_length(kt_window *w, int64 n)
 static void
 read_dataset(const tutor_kt_source *src, kt_dataset *d, tutor_kt_scan_stats *stats)
 {
-	tutor_kt_scan(src, (Datum) 0, InvalidOid, NULL, kt_dataset_add_student, d, stats);
+	tutor_kt_scan(src, NULL, kt_dataset_add_student, d, stats);
 }
 
 /* Predictions for the scored positions of eval windows; returns the count. */

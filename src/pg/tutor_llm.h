@@ -12,7 +12,7 @@
 #include "tl_device.h"
 #include "tl_status.h"
 
-#define TUTOR_LLM_VERSION "0.2.0"
+#define TUTOR_LLM_VERSION "0.3.0"
 
 /* GUC values (tutor.*) */
 extern int	tutor_device;		/* a tl_device_kind */
