@@ -60,8 +60,12 @@ CREATE TABLE tutor.plans (
 );
 CREATE INDEX plans_plan_date ON tutor.plans (plan_date);
 
+-- A plan's steps.  plan_id is not declared a foreign key: tutor.personalize
+-- writes and replaces plans and their steps together, and per-row
+-- foreign-key checks doubled the cost of writing a nightly batch.
+-- Delete plans through tutor.delete_plans() to take their steps along.
 CREATE TABLE tutor.plan_steps (
-    plan_id            bigint NOT NULL REFERENCES tutor.plans ON DELETE CASCADE,
+    plan_id            bigint NOT NULL,
     step               int NOT NULL,
     activity           text NOT NULL CHECK (activity IN ('learn', 'practice', 'review', 'assess')),
     skill_id           text NOT NULL,
@@ -76,6 +80,16 @@ REVOKE ALL ON tutor.plans, tutor.plan_steps FROM PUBLIC;
 GRANT SELECT ON tutor.plans, tutor.plan_steps TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('tutor.plans', '');
 SELECT pg_catalog.pg_extension_config_dump('tutor.plan_steps', '');
+
+-- Delete the plans made before a day (and their steps); returns how many.
+CREATE FUNCTION tutor.delete_plans(before date)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+AS $$
+    WITH gone AS (DELETE FROM tutor.plans WHERE plan_date < before RETURNING plan_id),
+         steps AS (DELETE FROM tutor.plan_steps s USING gone WHERE s.plan_id = gone.plan_id)
+    SELECT count(*) FROM gone
+$$;
 
 -- Plans of many students (a table, view or query of student ids, first
 -- column), written in this transaction.  Returns a report.

@@ -733,12 +733,30 @@ tl_kt_predict_next(tl_kt *m, const int32_t *items, const int32_t *skills,
 				   const float *skill_mu_avg, const float *skill_bias_avg,
 				   float *probs)
 {
+	int64_t		offsets[2] = {0, n};
+
+	if (n < 0 || (n > 0 && (!items || !skills || !correct)))
+		return tl_fail(TL_ERR_ARG, "next-answer prediction needs a history and at least one question");
+	return tl_kt_predict_batch(m, 1, offsets, items, skills, correct, queries, n_queries,
+							   skill_mu_avg, skill_bias_avg, probs);
+}
+
+/* Questions per group of students: bounds the decoder's scratch. */
+#define KT_GROUP_QUESTIONS 8192
+
+tl_status
+tl_kt_predict_batch(tl_kt *m, int64_t n_students, const int64_t *offsets,
+					const int32_t *items, const int32_t *skills, const float *correct,
+					const tl_kt_query *queries, int64_t n_queries,
+					const float *skill_mu_avg, const float *skill_bias_avg,
+					float *probs)
+{
 	const int64_t D = m->cfg.d_model,
-				H = m->cfg.heads;
-	int64_t		used,
-				start,
-				T,
-				M = n_queries;
+				H = m->cfg.heads,
+				M = n_queries,
+				N = m->cfg.max_tokens;
+	int64_t		max_group,
+				rows;
 	float	   *buf,
 			   *u,
 			   *qd,
@@ -751,94 +769,151 @@ tl_kt_predict_next(tl_kt *m, const int32_t *items, const int32_t *skills,
 			   *item_term,
 			   *logits;
 	int32_t    *qskills;
+	int64_t    *used;
 	tl_status	rc = TL_OK;
 
-	if (n < 0 || M <= 0 || !queries || !probs || (n > 0 && (!items || !skills || !correct)))
-		return tl_fail(TL_ERR_ARG, "next-answer prediction needs a history and at least one question");
-	used = n < m->cfg.window - 1 ? n : m->cfg.window - 1;
-	start = n - used;
-	T = used + 1;
-
-	/* the history as one valid row: answer p at position p, a query slot at the end */
-	for (int64_t p = 0; p < T; p++)
-	{
-		bool		real = p < used;
-
-		m->items[p] = real ? items[start + p] : 0;
-		m->skills[p] = real ? skills[start + p] : 0;
-		m->answers[p] = real ? correct[start + p] : 0.0f;
-		m->valid[p] = 1;
-		if (real && (m->items[p] < 0 || m->items[p] >= m->cfg.n_items ||
-					 m->skills[p] < 0 || m->skills[p] >= m->cfg.n_skills ||
-					 !(m->answers[p] >= 0.0f && m->answers[p] <= 1.0f)))
-			return tl_fail(TL_ERR_ARG, "history answer %lld is outside the model's vocabulary or [0, 1]",
-						   (long long) (start + p));
-	}
+	if (n_students < 0 || M <= 0 || !queries || !probs || (n_students > 0 && !offsets))
+		return tl_fail(TL_ERR_ARG, "next-answer prediction needs histories and at least one question");
+	for (int64_t b = 0; b < n_students; b++)
+		if (offsets[b] < 0 || offsets[b + 1] < offsets[b] ||
+			(offsets[b + 1] > offsets[b] && (!items || !skills || !correct)))
+			return tl_fail(TL_ERR_ARG, "history offsets of student %lld are not increasing", (long long) b);
 	for (int64_t q = 0; q < M; q++)
 		if (queries[q].skill < 0 || queries[q].skill >= m->cfg.n_skills ||
 			queries[q].item < -1 || queries[q].item >= m->cfg.n_items ||
 			(queries[q].item == -1 && (!skill_mu_avg || !skill_bias_avg)))
 			return tl_fail(TL_ERR_ARG, "question %lld (item %d, skill %d) is outside the vocabulary",
 						   (long long) q, queries[q].item, queries[q].skill);
-	m->batch = 1;
-	m->seq = T;
-	kt_embed_inputs(m, m->enc);
-	TL_TRY(kt_encode(m, false, 0));
+	if (n_students == 0)
+		return TL_OK;
 
-	buf = tl_alloc((size_t) M, sizeof(float) * (6 * D + 4) + sizeof(int32_t));
+	max_group = KT_GROUP_QUESTIONS / M > 1 ? KT_GROUP_QUESTIONS / M : 1;
+	if (max_group > n_students)
+		max_group = n_students;
+	rows = max_group * M;
+	buf = tl_alloc((size_t) rows, sizeof(float) * (6 * D + 4) + sizeof(int32_t) + sizeof(int64_t));
 	if (!buf)
-		return tl_fail(TL_ERR_NOMEM, "cannot allocate %lld questions", (long long) M);
+		return tl_fail(TL_ERR_NOMEM, "cannot allocate %lld questions", (long long) rows);
 	u = buf;
-	qd = u + M * D;
-	att = qd + M * D;
-	zbuf = att + M * D;
-	h1 = zbuf + M * D;
-	hid = h1 + M * D;
-	mean = hid + M * D;
-	rstd = mean + M;
-	item_term = rstd + M;
-	logits = item_term + M;
-	qskills = (int32_t *) (logits + M);
+	qd = u + rows * D;
+	att = qd + rows * D;
+	zbuf = att + rows * D;
+	h1 = zbuf + rows * D;
+	hid = h1 + rows * D;
+	mean = hid + rows * D;
+	rstd = mean + rows;
+	item_term = rstd + rows;
+	logits = item_term + rows;
+	used = (int64_t *) (logits + rows);	/* max_group entries; 6D + 4 is even, so 8-byte aligned */
+	qskills = (int32_t *) (used + max_group);
 
-	{
-		const float *mu = kt_value(m, TL_KT_ITEM_MU_Q).data,
-				   *ibias = kt_value(m, TL_KT_ITEM_BIAS).data;
-		tl_tensor	tu = TL_VIEW(u, M, D),
-					tq = TL_VIEW(qd, M, D),
-					tatt = TL_VIEW(att, M, D),
-					tz = TL_VIEW(zbuf, M, D),
-					tmean = TL_VIEW(mean, M),
-					trstd = TL_VIEW(rstd, M),
-					ths = TL_VIEW(m->hs, T, D),
-					tk = TL_VIEW(m->dk, T, D),
-					tv = TL_VIEW(m->dv, T, D);
-		kt_decoder	dec = kt_decoder_params(m);
-
-		for (int64_t q = 0; q < M; q++)
-		{
-			int32_t		s = queries[q].skill,
-						i = queries[q].item;
-
-			kt_question(m, u + q * D, s, i >= 0 ? mu[i] : skill_mu_avg[s]);
-			if (used > 0 && i > 0 && i == m->items[used - 1])
-				kt_repeat(m, u + q * D, m->answers[used - 1]);
-			item_term[q] = i >= 0 ? ibias[i] : skill_bias_avg[s];
-			qskills[q] = s;
-		}
 #define TRY(expr) do { if ((rc = (expr)) != TL_OK) goto done; } while (0)
-		TRY(tl_linear_fwd(&tq, &tu, &dec.wq, &dec.bq));
-		TRY(tl_linear_fwd(&tk, &ths, &dec.wk, &dec.bk));
-		TRY(tl_linear_fwd(&tv, &ths, &dec.wv, &dec.bv));
-		TRY(tl_attention_query_fwd(&tatt, &tq, &tk, &tv, NULL, T - 1, H, true));
-		/* zpre = u + Wo att, reusing the query buffer */
-		TRY(tl_linear_fwd(&tq, &tatt, &dec.wo, &dec.bo));
-		TRY(tl_add(&tq, &tq, &tu));
-		TRY(tl_layernorm_fwd(&tz, &tmean, &trstd, &tq, &dec.ln_g, &dec.ln_b, TL_KT_LN_EPS));
-		TRY(kt_head(m, M, zbuf, h1, hid, logits, item_term, qskills));
-#undef TRY
-		for (int64_t q = 0; q < M; q++)
-			probs[q] = tl_sigmoidf(logits[q]);
+	for (int64_t g0 = 0; g0 < n_students;)
+	{
+		int64_t		G = 0,
+					T = 0;
+
+		/*
+		 * A group: as many students as fit max_tokens at the group's
+		 * longest history (each history keeps its last window-1 answers
+		 * plus the query slot).
+		 */
+		while (g0 + G < n_students && G < max_group)
+		{
+			int64_t		n = offsets[g0 + G + 1] - offsets[g0 + G],
+						len = (n < m->cfg.window - 1 ? n : m->cfg.window - 1) + 1,
+						Tn = len > T ? len : T;
+
+			if (G > 0 && (G + 1) * Tn > N)
+				break;
+			T = Tn;
+			G++;
+		}
+
+		/* each history as a valid prefix: answer p at position p, then the query slot */
+		for (int64_t b = 0; b < G; b++)
+		{
+			int64_t		n = offsets[g0 + b + 1] - offsets[g0 + b],
+						nb = n < m->cfg.window - 1 ? n : m->cfg.window - 1,
+						start = offsets[g0 + b] + n - nb;
+
+			used[b] = nb;
+			for (int64_t p = 0; p < T; p++)
+			{
+				int64_t		idx = b * T + p;
+				bool		real = p < nb;
+
+				m->items[idx] = real ? items[start + p] : 0;
+				m->skills[idx] = real ? skills[start + p] : 0;
+				m->answers[idx] = real ? correct[start + p] : 0.0f;
+				m->valid[idx] = p <= nb;
+				if (real && (m->items[idx] < 0 || m->items[idx] >= m->cfg.n_items ||
+							 m->skills[idx] < 0 || m->skills[idx] >= m->cfg.n_skills ||
+							 !(m->answers[idx] >= 0.0f && m->answers[idx] <= 1.0f)))
+				{
+					rc = tl_fail(TL_ERR_ARG, "answer %lld of student %lld is outside the model's vocabulary or [0, 1]",
+								 (long long) (start + p - offsets[g0 + b]), (long long) (g0 + b));
+					goto done;
+				}
+			}
+		}
+		m->batch = G;
+		m->seq = T;
+		kt_embed_inputs(m, m->enc);
+		TRY(kt_encode(m, false, 0));
+
+		{
+			const float *mu = kt_value(m, TL_KT_ITEM_MU_Q).data,
+					   *ibias = kt_value(m, TL_KT_ITEM_BIAS).data;
+			const int64_t R = G * M;
+			tl_tensor	tu = TL_VIEW(u, R, D),
+						tq = TL_VIEW(qd, R, D),
+						tatt = TL_VIEW(att, R, D),
+						tz = TL_VIEW(zbuf, R, D),
+						tmean = TL_VIEW(mean, R),
+						trstd = TL_VIEW(rstd, R),
+						ths = TL_VIEW(m->hs, G * T, D),
+						tk = TL_VIEW(m->dk, G * T, D),
+						tv = TL_VIEW(m->dv, G * T, D);
+			kt_decoder	dec = kt_decoder_params(m);
+
+			for (int64_t b = 0; b < G; b++)
+				for (int64_t q = 0; q < M; q++)
+				{
+					int64_t		r = b * M + q;
+					int32_t		s = queries[q].skill,
+								i = queries[q].item;
+
+					kt_question(m, u + r * D, s, i >= 0 ? mu[i] : skill_mu_avg[s]);
+					if (used[b] > 0 && i > 0 && i == m->items[b * T + used[b] - 1])
+						kt_repeat(m, u + r * D, m->answers[b * T + used[b] - 1]);
+					item_term[r] = i >= 0 ? ibias[i] : skill_bias_avg[s];
+					qskills[r] = s;
+				}
+			TRY(tl_linear_fwd(&tq, &tu, &dec.wq, &dec.bq));
+			TRY(tl_linear_fwd(&tk, &ths, &dec.wk, &dec.bk));
+			TRY(tl_linear_fwd(&tv, &ths, &dec.wv, &dec.bv));
+			for (int64_t b = 0; b < G; b++)
+			{
+				/* student b's questions, at its query slot, over its own states */
+				tl_tensor	ob = TL_VIEW(att + b * M * D, M, D),
+							qb = TL_VIEW(qd + b * M * D, M, D),
+							kb = TL_VIEW(m->dk + b * T * D, T, D),
+							vb = TL_VIEW(m->dv + b * T * D, T, D);
+
+				TRY(tl_attention_query_fwd(&ob, &qb, &kb, &vb, NULL, used[b], H, true));
+			}
+			/* zpre = u + Wo att, reusing the query buffer */
+			TRY(tl_linear_fwd(&tq, &tatt, &dec.wo, &dec.bo));
+			TRY(tl_add(&tq, &tq, &tu));
+			TRY(tl_layernorm_fwd(&tz, &tmean, &trstd, &tq, &dec.ln_g, &dec.ln_b, TL_KT_LN_EPS));
+			TRY(kt_head(m, R, zbuf, h1, hid, logits, item_term, qskills));
+			for (int64_t r = 0; r < R; r++)
+				probs[g0 * M + r] = tl_sigmoidf(logits[r]);
+		}
+		g0 += G;
 	}
+#undef TRY
 done:
 	tl_free(buf);
 	m->batch = 0;				/* no backward pass of this */

@@ -186,6 +186,19 @@ tl_status	tl_kt_predict_next(tl_kt *m, const int32_t *items, const int32_t *skil
 							   float *probs);
 
 /*
+ * tl_kt_predict_next for many students at once, each asked the same M
+ * questions: student b's history is items/skills/correct[offsets[b] ..
+ * offsets[b+1]) and its answers land in probs[b*M .. b*M+M).  Students
+ * are encoded together in groups that fill max_tokens, so the matrix
+ * products are large; results equal one tl_kt_predict_next per student.
+ */
+tl_status	tl_kt_predict_batch(tl_kt *m, int64_t n_students, const int64_t *offsets,
+								const int32_t *items, const int32_t *skills, const float *correct,
+								const tl_kt_query *queries, int64_t n_queries,
+								const float *skill_mu_avg, const float *skill_bias_avg,
+								float *probs);
+
+/*
  * Per-skill averages of the item terms (mu_q and item_bias) over the
  * items that belong to the skill (item_skill[i] for i >= 1; entries
  * outside 1..S-1 are ignored).  Both outputs have n_skills entries.

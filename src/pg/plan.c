@@ -126,12 +126,26 @@ typedef struct plan_request
 	float	   *item_offset;	/* logit offset from the skill's typical item */
 	/* per-student scratch */
 	tl_kt_query *queries;		/* n_skills */
-	float	   *probs;			/* n_skills */
 	tl_plan_skill *skills;		/* n_skills */
 	tl_plan_item *items;		/* n_items */
+	tl_kt	   *kt;				/* the Transformer that predicts (the model's own, or a batch-sized copy) */
 	tl_plan		plan;			/* its buffers live in cxt, reused per student */
 	MemoryContext cxt;
+	/* seconds spent, for personalize's report */
+	double		predict_seconds;
+	double		plan_seconds;
+	double		write_seconds;
 } plan_request;
+
+static double
+seconds_since(instr_time start)
+{
+	instr_time	now;
+
+	INSTR_TIME_SET_CURRENT(now);
+	INSTR_TIME_SUBTRACT(now, start);
+	return INSTR_TIME_GET_DOUBLE(now);
+}
 
 /* ---- options -------------------------------------------------------------- */
 
@@ -608,36 +622,115 @@ plan_request_init(plan_request *r, Jsonb *call_options, int where)
 		/* a skill the model never saw gets its prediction for an unknown skill */
 		r->queries[k] = (tl_kt_query) {r->model->skill_from_item && ms > 0 ? ms : -1, ms};
 	}
-	r->probs = palloc(sizeof(float) * Max(r->n_skills, 1));
 	r->skills = palloc0(sizeof(tl_plan_skill) * Max(r->n_skills, 1));
+	r->kt = &r->model->kt;
 	r->items = palloc0(sizeof(tl_plan_item) * r->n_items);
 	tl_plan_init(&r->plan);
 }
 
 /*
- * Plan one student from answers st (NULL: a student without answers).
- * The steps are left in r->plan.
+ * Students waiting for their predictions.  Plans are made a batch at a
+ * time so the model sees many histories in one pass (large matrix
+ * products); generate_plan is a batch of one.
+ */
+typedef struct plan_batch
+{
+	int32		n;				/* students */
+	int32		cap;
+	char	  **ids;			/* cap */
+	int64	   *offsets;		/* cap + 1: answers of student b */
+	int64	   *seen_offsets;	/* cap + 1: item sightings of student b */
+	tl_plan_skill *state;		/* cap * n_skills: attempts and memory */
+	int64		n_answers,
+				cap_answers;
+	int32	   *items;			/* model indexes of every answer */
+	int32	   *skills;
+	float	   *correct;
+	int64		n_seen,
+				cap_seen;
+	int32	   *seen_item;		/* plan item index */
+	double	   *seen_day;
+	float	   *probs;			/* cap * n_skills */
+	MemoryContext cxt;			/* all of the above */
+} plan_batch;
+
+#define PLAN_BATCH_STUDENTS 256
+/* answers per Transformer pass in batch planning: large products, ~40 MB of activations */
+#define PLAN_BATCH_TOKENS 1024
+
+static void
+batch_init(plan_batch *bt, const plan_request *r, int32 cap)
+{
+	MemoryContext old;
+
+	memset(bt, 0, sizeof(*bt));
+	bt->cxt = AllocSetContextCreate(CurrentMemoryContext, "tutor plan batch", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(bt->cxt);
+	bt->cap = cap;
+	bt->ids = palloc(sizeof(char *) * cap);
+	bt->offsets = palloc(sizeof(int64) * (cap + 1));
+	bt->seen_offsets = palloc(sizeof(int64) * (cap + 1));
+	bt->state = palloc(sizeof(tl_plan_skill) * cap * Max(r->n_skills, 1));
+	bt->probs = palloc(sizeof(float) * cap * Max(r->n_skills, 1));
+	bt->cap_answers = bt->cap_seen = 1024;
+	bt->items = palloc(sizeof(int32) * bt->cap_answers);
+	bt->skills = palloc(sizeof(int32) * bt->cap_answers);
+	bt->correct = palloc(sizeof(float) * bt->cap_answers);
+	bt->seen_item = palloc(sizeof(int32) * bt->cap_seen);
+	bt->seen_day = palloc(sizeof(double) * bt->cap_seen);
+	bt->offsets[0] = bt->seen_offsets[0] = 0;
+	MemoryContextSwitchTo(old);
+}
+
+/* Room for `more` answers and sightings. */
+static void
+batch_reserve(plan_batch *bt, int64 more)
+{
+	if (bt->n_answers + more > bt->cap_answers)
+	{
+		bt->cap_answers = Max(bt->cap_answers * 2, bt->n_answers + more);
+		bt->items = repalloc_huge(bt->items, sizeof(int32) * bt->cap_answers);
+		bt->skills = repalloc_huge(bt->skills, sizeof(int32) * bt->cap_answers);
+		bt->correct = repalloc_huge(bt->correct, sizeof(float) * bt->cap_answers);
+	}
+	if (bt->n_seen + more > bt->cap_seen)
+	{
+		bt->cap_seen = Max(bt->cap_seen * 2, bt->n_seen + more);
+		bt->seen_item = repalloc_huge(bt->seen_item, sizeof(int32) * bt->cap_seen);
+		bt->seen_day = repalloc_huge(bt->seen_day, sizeof(double) * bt->cap_seen);
+	}
+}
+
+/*
+ * Queue one student: answers st (NULL: a student without answers) as
+ * model indexes, attempts and memory per plan skill, item sightings.
  */
 static void
-plan_student(plan_request *r, const tutor_kt_student *st)
+batch_add(plan_request *r, plan_batch *bt, const char *id, const tutor_kt_student *st)
 {
 	tutor_kt_model *m = r->model;
-	tutor_kt_history h;
-	tl_plan_problem problem;
+	MemoryContext old = MemoryContextSwitchTo(bt->cxt);
+	tl_plan_skill *state = bt->state + (int64) bt->n * r->n_skills;
+	int32		n = st ? st->n : 0;
 
-	tutor_kt_history_init(&h, m);
-	if (st)
+	Assert(bt->n < bt->cap);
+	bt->ids[bt->n] = pstrdup(id);
+	batch_reserve(bt, n);
+	if (n > 0)
+	{
+		tutor_kt_history h;
+
+		tutor_kt_history_init(&h, m);
 		tutor_kt_history_load(st, &h);
-	tutor_kt_predict(m, &h, r->queries, r->n_skills, r->probs);
-
+		memcpy(bt->items + bt->n_answers, h.items, sizeof(int32) * n);
+		memcpy(bt->skills + bt->n_answers, h.skills, sizeof(int32) * n);
+		memcpy(bt->correct + bt->n_answers, h.correct, sizeof(float) * n);
+		bt->n_answers += n;
+	}
 	for (int32 k = 0; k < r->n_skills; k++)
-		r->skills[k] = (tl_plan_skill) {r->probs[k], 0, {0.0f, 0.0}, r->goal[k]};
-	memcpy(r->items, r->item_template, sizeof(tl_plan_item) * r->n_items);
-	for (int32 i = 0; i < r->n_items; i++)
-		r->items[i].p = sigmoid(logit(r->probs[r->items[i].skill]) + r->item_offset[i]);
-
+		state[k] = (tl_plan_skill) {0.0f, 0, {0.0f, 0.0}, r->goal[k]};
 	/* attempts and memory per skill, last sight per item, oldest answer first */
-	for (int32 a = 0; st && a < st->n; a++)
+	for (int32 a = 0; a < n; a++)
 	{
 		const char *skill = m->skill_from_item ? st->item_ids[a] : st->skill_ids[a];
 		int32		k = skill ? skill_index(r, skill, false) : -1;
@@ -646,9 +739,9 @@ plan_student(plan_request *r, const tutor_kt_student *st)
 
 		if (k >= 0)
 		{
-			r->skills[k].attempts++;
+			state[k].attempts++;
 			if (timed)
-				tl_memory_update(&r->skills[k].memory, day, st->correct[a]);
+				tl_memory_update(&state[k].memory, day, st->correct[a]);
 		}
 		if (timed && st->item_ids[a])
 		{
@@ -656,23 +749,95 @@ plan_student(plan_request *r, const tutor_kt_student *st)
 											   false, "item_id") - 1;
 
 			if (i >= 0)
-				r->items[i].last_seen = day;
+			{
+				bt->seen_item[bt->n_seen] = i;
+				bt->seen_day[bt->n_seen++] = day;
+			}
 		}
 	}
+	bt->n++;
+	bt->offsets[bt->n] = bt->n_answers;
+	bt->seen_offsets[bt->n] = bt->n_seen;
+	MemoryContextSwitchTo(old);
+}
 
-	problem.n_skills = r->n_skills;
-	problem.skills = r->skills;
-	problem.n_items = r->n_items;
-	problem.items = r->items;
-	problem.prereq_start = r->prereq_start;
-	problem.prereq = r->prereq;
-	problem.opt = r->set.opt;
+/* P(correct) on every plan skill for every queued student. */
+static void
+batch_predict(plan_request *r, plan_batch *bt)
+{
+	tutor_kt_model *m = r->model;
+
+	if (m->kind == KT_KIND_TRANSFORMER)
 	{
-		MemoryContext old = MemoryContextSwitchTo(r->cxt);
+		MemoryContext old = MemoryContextSwitchTo(bt->cxt);
 
-		TUTOR_CHECK(tl_plan_make(&problem, &r->plan), "planning");
+		TUTOR_CHECK(tl_kt_predict_batch(r->kt, bt->n, bt->offsets, bt->items, bt->skills, bt->correct,
+										r->queries, r->n_skills, m->skill_mu_avg, m->skill_bias_avg,
+										bt->probs),
+					"knowledge-tracing prediction");
 		MemoryContextSwitchTo(old);
+		return;
 	}
+	for (int32 b = 0; b < bt->n; b++)
+	{
+		tutor_kt_history h;
+
+		tutor_kt_history_init(&h, m);
+		h.n = (int32) (bt->offsets[b + 1] - bt->offsets[b]);
+		h.items = bt->items + bt->offsets[b];
+		h.skills = bt->skills + bt->offsets[b];
+		h.correct = bt->correct + bt->offsets[b];
+		tutor_kt_predict(m, &h, r->queries, r->n_skills, bt->probs + (int64) b * r->n_skills);
+	}
+}
+
+typedef void (*plan_sink) (plan_request *r, const char *student, void *arg);
+
+/* Predict, plan and hand every queued student's plan (in r->plan) to sink; empty the batch. */
+static void
+batch_plan(plan_request *r, plan_batch *bt, plan_sink sink, void *arg)
+{
+	instr_time	start;
+
+	if (bt->n == 0)
+		return;
+	INSTR_TIME_SET_CURRENT(start);
+	batch_predict(r, bt);
+	r->predict_seconds += seconds_since(start);
+	for (int32 b = 0; b < bt->n; b++)
+	{
+		const float *probs = bt->probs + (int64) b * r->n_skills;
+		tl_plan_problem problem;
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		memcpy(r->skills, bt->state + (int64) b * r->n_skills, sizeof(tl_plan_skill) * r->n_skills);
+		for (int32 k = 0; k < r->n_skills; k++)
+			r->skills[k].mastery = probs[k];
+		memcpy(r->items, r->item_template, sizeof(tl_plan_item) * r->n_items);
+		for (int32 i = 0; i < r->n_items; i++)
+			r->items[i].p = sigmoid(logit(probs[r->items[i].skill]) + r->item_offset[i]);
+		for (int64 j = bt->seen_offsets[b]; j < bt->seen_offsets[b + 1]; j++)
+			r->items[bt->seen_item[j]].last_seen = bt->seen_day[j];
+
+		problem.n_skills = r->n_skills;
+		problem.skills = r->skills;
+		problem.n_items = r->n_items;
+		problem.items = r->items;
+		problem.prereq_start = r->prereq_start;
+		problem.prereq = r->prereq;
+		problem.opt = r->set.opt;
+		/* the plan's buffers are reused for every student: they live with the request */
+		old = MemoryContextSwitchTo(r->cxt);
+		INSTR_TIME_SET_CURRENT(start);
+		TUTOR_CHECK(tl_plan_make(&problem, &r->plan), "planning");
+		r->plan_seconds += seconds_since(start);
+		MemoryContextSwitchTo(old);
+		sink(r, bt->ids[b], arg);
+	}
+	/* empty the batch, keep its arrays */
+	bt->n = 0;
+	bt->n_answers = bt->n_seen = 0;
 }
 
 /* ---- steps as rows -------------------------------------------------------- */
@@ -756,7 +921,7 @@ typedef struct plan_emitter
 	int16		typlen;
 	bool		typbyval;
 	char		typalign;
-	bool		planned;
+	plan_batch *batch;
 } plan_emitter;
 
 static Datum
@@ -800,13 +965,17 @@ emit_plan(plan_emitter *e)
 }
 
 static void
+emit_sink(plan_request *r, const char *student, void *arg)
+{
+	emit_plan((plan_emitter *) arg);
+}
+
+static void
 generate_plan_student(const tutor_kt_student *st, void *arg)
 {
 	plan_emitter *e = arg;
 
-	plan_student(e->r, st);
-	emit_plan(e);
-	e->planned = true;
+	batch_add(e->r, e->batch, st->id, st);
 }
 
 /* tutor.generate_plan(student_id anyelement, options jsonb) */
@@ -817,6 +986,7 @@ tutor_generate_plan(PG_FUNCTION_ARGS)
 	Oid			id_type = get_fn_expr_argtype(fcinfo->flinfo, 0);
 	plan_request r;
 	plan_emitter e = {0};
+	plan_batch	bt;
 	tutor_kt_filter filter = {0};
 	tutor_kt_scan_stats stats;
 	Oid			input_fn;
@@ -840,17 +1010,16 @@ tutor_generate_plan(PG_FUNCTION_ARGS)
 	fmgr_info(input_fn, &e.input);
 	get_typlenbyvalalign(e.id_type, &e.typlen, &e.typbyval, &e.typalign);
 
+	batch_init(&bt, &r, 1);
+	e.batch = &bt;
 	filter.student_type = r.source.type[KT_COL_STUDENT];
 	filter.student = tutor_convert_datum(PG_GETARG_DATUM(0), id_type, filter.student_type);
 	filter.until_set = r.source.time_is_timestamp;
 	filter.until = r.as_of;
 	tutor_kt_scan(&r.source, &filter, generate_plan_student, &e, &stats);
-	if (!e.planned)
-	{
-		/* a student without answers (new, or none before as_of): the cold-start plan */
-		plan_student(&r, NULL);
-		emit_plan(&e);
-	}
+	if (bt.n == 0)
+		batch_add(&r, &bt, "", NULL);	/* no answers (new, or none before as_of): cold start */
+	batch_plan(&r, &bt, emit_sink, &e);
 	tl_plan_free(&r.plan);
 	SPI_finish();
 	return (Datum) 0;
@@ -865,8 +1034,8 @@ typedef struct plan_writer
 	SPIPlanPtr	insert;
 	DateADT		plan_date;
 	MemoryContext chunk_cxt;	/* the chunk's arrays */
-	MemoryContext student_cxt;	/* one student's scratch */
-	tutor_vocab planned;		/* students planned so far */
+	plan_batch	batch;			/* students waiting for predictions */
+	tutor_vocab planned;		/* students seen in the source */
 	/* the chunk */
 	int32		n_plans;
 	Datum	   *plan_student;	/* PERSONALIZE_FLUSH_STUDENTS */
@@ -943,8 +1112,11 @@ writer_flush(plan_writer *w)
 	Datum		values[15];
 	MemoryContext old;
 
+	instr_time	start;
+
 	if (w->n_plans == 0)
 		return;
+	INSTR_TIME_SET_CURRENT(start);
 	old = MemoryContextSwitchTo(w->chunk_cxt);
 	values[0] = PointerGetDatum(datum_array(w->plan_student, w->n_plans, TEXTOID));
 	values[1] = DateADTGetDatum(w->plan_date);
@@ -959,6 +1131,7 @@ writer_flush(plan_writer *w)
 		elog(ERROR, "could not write the plans");
 	w->steps += SPI_processed;
 	writer_reset_chunk(w);
+	r->write_seconds += seconds_since(start);
 }
 
 /* Add r->plan, the plan of `student`, to the chunk. */
@@ -999,20 +1172,49 @@ writer_add(plan_writer *w, const char *student)
 }
 
 static void
+writer_sink(plan_request *r, const char *student, void *arg)
+{
+	writer_add((plan_writer *) arg, student);
+}
+
+/* Queue a student; plan the batch when it is full. */
+static void
+personalize_queue(plan_writer *w, const char *id, const tutor_kt_student *st)
+{
+	CHECK_FOR_INTERRUPTS();
+	batch_add(w->r, &w->batch, id, st);
+	if (w->batch.n == w->batch.cap)
+		batch_plan(w->r, &w->batch, writer_sink, w);
+}
+
+static void
 personalize_student(const tutor_kt_student *st, void *arg)
 {
 	plan_writer *w = arg;
 	MemoryContext old;
 
-	CHECK_FOR_INTERRUPTS();
-	/* the set of planned students outlives every per-row context */
+	/* the set of students seen outlives every per-row context */
 	old = MemoryContextSwitchTo(w->r->cxt);
 	tutor_vocab_lookup(&w->planned, st->id, strlen(st->id), true, "student_id");
-	MemoryContextSwitchTo(w->student_cxt);
-	plan_student(w->r, st);
-	writer_add(w, st->id);
 	MemoryContextSwitchTo(old);
-	MemoryContextReset(w->student_cxt);
+	personalize_queue(w, st->id, st);
+}
+
+/*
+ * A copy of the model's Transformer sized for many students per pass:
+ * the cached model is sized for one history at a time.
+ */
+static tl_kt *
+batch_sized_kt(const tl_kt *kt)
+{
+	tl_kt	   *copy = palloc0(sizeof(tl_kt));
+	tl_kt_config cfg = kt->cfg;
+
+	cfg.max_tokens = Max(cfg.window, PLAN_BATCH_TOKENS);
+	cfg.lr = 0.0f;
+	TUTOR_CHECK(tl_kt_create(copy, &cfg, 0), "preparing batch inference");
+	memcpy(copy->params.value, kt->params.value, sizeof(float) * kt->params.total);
+	return copy;
 }
 
 static const char *const insert_plans_sql =
@@ -1111,19 +1313,26 @@ tutor_personalize(PG_FUNCTION_ARGS)
 		Oid			types[2] = {DATEOID, TEXTARRAYOID};
 		Datum		values[2] = {DateADTGetDatum(w.plan_date), PointerGetDatum(ids)};
 
-		if (SPI_execute_with_args("DELETE FROM tutor.plans WHERE plan_date = $1 AND student_id = ANY ($2)",
-								  2, types, values, NULL, false, 0) != SPI_OK_DELETE)
+		bool		isnull;
+
+		if (SPI_execute_with_args("WITH gone AS (DELETE FROM tutor.plans WHERE plan_date = $1 AND student_id = ANY ($2)"
+								  " RETURNING plan_id),"
+								  " steps AS (DELETE FROM tutor.plan_steps s USING gone WHERE s.plan_id = gone.plan_id)"
+								  " SELECT count(*) FROM gone",
+								  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not replace earlier plans");
-		replaced = (int64) SPI_processed;
+		replaced = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 
 	w.insert = SPI_prepare(insert_plans_sql, 15, insert_types);
 	if (!w.insert)
 		elog(ERROR, "could not prepare the plan insert: %s", SPI_result_code_string(SPI_result));
 	w.chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "tutor plans chunk", ALLOCSET_DEFAULT_SIZES);
-	w.student_cxt = AllocSetContextCreate(CurrentMemoryContext, "tutor plan student", ALLOCSET_DEFAULT_SIZES);
 	tutor_vocab_init(&w.planned, INT32_MAX / 2);
 	writer_reset_chunk(&w);
+	batch_init(&w.batch, &r, PLAN_BATCH_STUDENTS);
+	if (r.model->kind == KT_KIND_TRANSFORMER)
+		r.kt = batch_sized_kt(&r.model->kt);
 
 	tutor_progress_begin(r.model->name, "personalize");
 	PG_TRY();
@@ -1147,14 +1356,13 @@ tutor_personalize(PG_FUNCTION_ARGS)
 			{
 				char	   *id = TextDatumGetCString(id_datums[i]);
 
-				CHECK_FOR_INTERRUPTS();
 				if (tutor_vocab_lookup(&w.planned, id, strlen(id), false, "student_id") > 0)
 					continue;
-				plan_student(&r, NULL);
-				writer_add(&w, id);
+				personalize_queue(&w, id, NULL);
 				w.cold_start++;
 			}
 		}
+		batch_plan(&r, &w.batch, writer_sink, &w);
 		writer_flush(&w);
 		tutor_progress_scan(stats.rows_read, w.students, w.steps);
 	}
@@ -1164,6 +1372,8 @@ tutor_personalize(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	tl_plan_free(&r.plan);
+	if (r.kt != &r.model->kt)
+		tl_kt_free(r.kt);
 
 	INSTR_TIME_SET_CURRENT(elapsed);
 	INSTR_TIME_SUBTRACT(elapsed, start);
@@ -1174,11 +1384,13 @@ tutor_personalize(PG_FUNCTION_ARGS)
 					 ", \"steps\": " INT64_FORMAT ", \"replaced\": " INT64_FORMAT
 					 ", \"answers_read\": " INT64_FORMAT ", \"plan_date\": \"%s\""
 					 ", \"model\": %s, \"model_version\": %d"
-					 ", \"seconds\": %.3f, \"students_per_second\": %.1f}",
+					 ", \"seconds\": %.3f, \"students_per_second\": %.1f"
+					 ", \"predict_seconds\": %.3f, \"plan_seconds\": %.3f, \"write_seconds\": %.3f}",
 					 w.students, w.cold_start, w.steps, replaced, stats.rows_read - stats.rows_skipped,
 					 DatumGetCString(DirectFunctionCall1(date_out, DateADTGetDatum(w.plan_date))),
 					 json_string(r.model->name), r.model->version,
-					 seconds, seconds > 0 ? w.students / seconds : 0.0);
+					 seconds, seconds > 0 ? w.students / seconds : 0.0,
+					 r.predict_seconds, r.plan_seconds, r.write_seconds);
 	SPI_finish();
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(report.data)));
 }

@@ -1,7 +1,7 @@
 /*
  * bench_core.c -- figures for the compute core (a benchmark, not a test).
  *
- *   bench_core [--threads N] [--cuda PLUGIN.so]
+ *   bench_core [--threads N] [--cuda PLUGIN.so] [--kt-only]
  *
  * Prints:
  *   1. sgemm GFLOP/s through OpenBLAS at several shapes, beside a plain C
@@ -11,7 +11,11 @@
  *      achieved GFLOP/s and that as a share of sgemm's at the block's
  *      main matmul shape;
  *   3. with a usable CUDA device, the block's chain of forward ops on the
- *      GPU and the CPU/GPU time ratio.
+ *      GPU and the CPU/GPU time ratio;
+ *   4. knowledge-tracing inference at tutor_llm's default model size
+ *      (d_model 128, 8 heads, 2 layers): students per second for 30
+ *      answers and 20 skills asked, batched (what personalize does)
+ *      against one student at a time (what generate_plan does).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +27,7 @@
 #include "tl_alloc.h"
 #include "tl_block.h"
 #include "tl_device.h"
+#include "tl_kt.h"
 #include "tl_ops.h"
 
 #define BLK_BATCH 32
@@ -311,11 +316,69 @@ bench_block_cuda_forward(const tl_cuda_api *api, int iters)
 	return median;
 }
 
+/* Students per second of KT inference, batched or one at a time. */
+static void
+bench_kt_inference(void)
+{
+	enum
+	{
+		STUDENTS = 2000, ANSWERS = 30, SKILLS = 20, ITEMS = 200
+	};
+	tl_kt_config cfg = {
+		.n_items = ITEMS + 1, .n_skills = SKILLS + 1, .d_model = 128, .heads = 8, .layers = 2,
+		.d_ff = 512, .dropout = 0.0f, .window = 200, .max_tokens = 1024, .lr = 0.0f,
+	};
+	tl_kt		m;
+	int64_t    *offsets = malloc(sizeof(int64_t) * (STUDENTS + 1));
+	int32_t    *items = malloc(sizeof(int32_t) * STUDENTS * ANSWERS),
+			   *skills = malloc(sizeof(int32_t) * STUDENTS * ANSWERS);
+	float	   *correct = malloc(sizeof(float) * STUDENTS * ANSWERS),
+			   *probs = malloc(sizeof(float) * STUDENTS * SKILLS),
+				mu_avg[SKILLS + 1] = {0},
+				bias_avg[SKILLS + 1] = {0};
+	tl_kt_query queries[SKILLS];
+	double		t0,
+				batched,
+				single;
+	const int	single_students = 200;
+
+	check(tl_kt_create(&m, &cfg, 1), "kt create");
+	for (int b = 0; b <= STUDENTS; b++)
+		offsets[b] = (int64_t) b * ANSWERS;
+	for (int i = 0; i < STUDENTS * ANSWERS; i++)
+	{
+		items[i] = 1 + (i * 7919) % ITEMS;
+		skills[i] = 1 + (items[i] - 1) % SKILLS;
+		correct[i] = (float) ((i * 31) % 3 != 0);
+	}
+	for (int q = 0; q < SKILLS; q++)
+		queries[q] = (tl_kt_query) {-1, q + 1};
+	t0 = now_s();
+	check(tl_kt_predict_batch(&m, STUDENTS, offsets, items, skills, correct, queries, SKILLS,
+							  mu_avg, bias_avg, probs), "kt predict batch");
+	batched = STUDENTS / (now_s() - t0);
+	t0 = now_s();
+	for (int b = 0; b < single_students; b++)
+		check(tl_kt_predict_next(&m, items + offsets[b], skills + offsets[b], correct + offsets[b], ANSWERS,
+								 queries, SKILLS, mu_avg, bias_avg, probs), "kt predict next");
+	single = single_students / (now_s() - t0);
+	printf("\nKT inference: d_model 128, 8 heads, 2 layers, %d answers, %d skills asked\n", ANSWERS, SKILLS);
+	printf("CPU  batched %.0f students/s, one at a time %.0f students/s (%.1fx)\n",
+		   batched, single, batched / single);
+	tl_kt_free(&m);
+	free(offsets);
+	free(items);
+	free(skills);
+	free(correct);
+	free(probs);
+}
+
 int
 main(int argc, char **argv)
 {
 	const char *plugin = NULL;
 	int			threads = 0;
+	bool		kt_only = false;
 	char		info[512];
 	static const int shapes[][3] = {
 		{256, 256, 256}, {1024, 1024, 1024}, {6400, 256, 256}, {6400, 1024, 256}, {6400, 256, 1024},
@@ -331,11 +394,13 @@ main(int argc, char **argv)
 			threads = atoi(argv[++i]);
 		else if (strcmp(argv[i], "--cuda") == 0 && i + 1 < argc)
 			plugin = argv[++i];
+		else if (strcmp(argv[i], "--kt-only") == 0)
+			kt_only = true;
 		else if (argv[i][0] != '-')
 			plugin = argv[i];
 		else
 		{
-			fprintf(stderr, "usage: %s [--threads N] [--cuda PLUGIN.so]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--threads N] [--cuda PLUGIN.so] [--kt-only]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -346,6 +411,12 @@ main(int argc, char **argv)
 	printf("BLAS: %s\nthreads: %d of %d CPUs\n", info, tl_get_num_threads(), tl_cpu_count());
 	tl_cpu_name(info, sizeof(info));
 	printf("CPU: %s\n\n", info);
+	if (kt_only)
+	{
+		tl_set_num_threads(threads);
+		bench_kt_inference();
+		return 0;
+	}
 
 	printf("sgemm, C = A B^T (m x k times n x k), OpenBLAS on its own %d threads\n", openblas_get_num_threads());
 	printf("%-22s %14s %14s %8s\n", "m x n x k", "OpenBLAS GF/s", "plain C GF/s", "ratio");
@@ -400,5 +471,6 @@ main(int argc, char **argv)
 			api->shutdown();
 		}
 	}
+	bench_kt_inference();
 	return 0;
 }

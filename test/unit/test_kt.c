@@ -159,6 +159,62 @@ test_predict_next_matches_forward(void **state)
 	tl_kt_free(&c.m);
 }
 
+/*
+ * Many students at once equals one at a time: histories of every length
+ * from empty to past the window, in groups that max_tokens (24 here)
+ * splits, with a repeat of the last item among the questions.
+ */
+static void
+test_predict_batch_matches_single(void **state)
+{
+	kt_ctx		c;
+	enum
+	{
+		STUDENTS = 9, Q = 3
+	};
+	static const int64_t lengths[STUDENTS] = {0, 1, 5, 7, 2, 0, 12, 3, 6};
+	int64_t		offsets[STUDENTS + 1] = {0};
+	int32_t		items[64],
+				skills[64];
+	float		correct[64],
+				batch[STUDENTS * Q],
+				one[Q],
+				mu_avg[4],
+				bias_avg[4];
+	int32_t		item_skill[7] = {0, 1, 1, 2, 3, 3, 2};
+	tl_kt_query queries[Q] = {{3, 1}, {-1, 2}, {6, 2}};
+	tl_rng		rng;
+
+	make_ctx(&c, 0.0f);
+	tl_kt_skill_averages(&c.m, item_skill, mu_avg, bias_avg);
+	tl_rng_seed(&rng, 11);
+	for (int b = 0; b < STUDENTS; b++)
+		offsets[b + 1] = offsets[b] + lengths[b];
+	for (int64_t i = 0; i < offsets[STUDENTS]; i++)
+	{
+		items[i] = 1 + (int32_t) (tl_rng_uniform(&rng) * 6) % 6;
+		skills[i] = item_skill[items[i]];
+		correct[i] = tl_rng_uniform(&rng) < 0.5f ? 0.0f : 1.0f;
+	}
+	items[offsets[3] - 1] = 3;	/* student 2 ends on item 3: question 0 is a repeat */
+	skills[offsets[3] - 1] = 1;
+	ASSERT_OK(tl_kt_predict_batch(&c.m, STUDENTS, offsets, items, skills, correct, queries, Q,
+								  mu_avg, bias_avg, batch));
+	for (int b = 0; b < STUDENTS; b++)
+	{
+		ASSERT_OK(tl_kt_predict_next(&c.m, items + offsets[b], skills + offsets[b], correct + offsets[b],
+									 lengths[b], queries, Q, mu_avg, bias_avg, one));
+		for (int q = 0; q < Q; q++)
+			assert_float_equal(batch[b * Q + q], one[q], 1e-5);
+	}
+	/* nothing to do, and bad offsets */
+	ASSERT_OK(tl_kt_predict_batch(&c.m, 0, offsets, items, skills, correct, queries, Q, mu_avg, bias_avg, batch));
+	offsets[2] = offsets[1] - 1;
+	ASSERT_FAILS(TL_ERR_ARG, tl_kt_predict_batch(&c.m, STUDENTS, offsets, items, skills, correct, queries, Q,
+												 mu_avg, bias_avg, batch));
+	tl_kt_free(&c.m);
+}
+
 static void
 test_bad_batches(void **state)
 {
@@ -321,6 +377,7 @@ main(void)
 		cmocka_unit_test(test_gradients),
 		cmocka_unit_test(test_gradients_with_dropout),
 		cmocka_unit_test(test_predict_next_matches_forward),
+		cmocka_unit_test(test_predict_batch_matches_single),
 		cmocka_unit_test(test_bad_batches),
 		cmocka_unit_test(test_learns_simulated_students),
 	};
