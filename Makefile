@@ -18,7 +18,7 @@ CORE_SRCS = $(wildcard src/core/*.c) $(wildcard src/models/*.c) $(wildcard src/p
 PG_SRCS = $(wildcard src/pg/*.c)
 OBJS = $(CORE_SRCS:.c=.o) $(PG_SRCS:.c=.o)
 
-REGRESS = version guc device selftest kt_data kt_train kt_catalog kt_errors kt_cancel
+REGRESS = version guc device selftest kt_data kt_train kt_catalog kt_errors kt_cancel plan plan_batch
 REGRESS_OPTS = --outputdir=build/regress
 # Concurrency: a training session watched from another one (needs
 # tutor_llm in shared_preload_libraries, as the scripts' clusters have).

@@ -491,8 +491,7 @@ build_prerequisites(plan_request *r)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the prerequisites form a cycle through skill \"%s\"",
-						cycle_skill >= 0 ? r->skill_ids.strings[cycle_skill + 1] : "?"),
-				 errdetail("%s", tl_last_error())));
+						cycle_skill >= 0 ? r->skill_ids.strings[cycle_skill + 1] : "?")));
 }
 
 static void
