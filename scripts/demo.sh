@@ -56,10 +56,30 @@ FROM tutor.mastery(7, 'school_kt') ORDER BY p_correct;
 \echo '-- a new student gets the prior'
 SELECT skill_id, round(p_correct::numeric, 3) AS p_correct FROM tutor.mastery(100000, 'school_kt') LIMIT 3;
 
-\echo '-- the nightly job: every student x skill into a table'
-CREATE TABLE school.mastery_nightly AS SELECT now() AS computed_at, * FROM tutor.mastery_all('school_kt');
-SELECT count(*) AS rows, count(DISTINCT student_id) AS students,
-       round(avg(p_correct)::numeric, 3) AS mean_mastery FROM school.mastery_nightly;
+\echo '-- plans read items and prerequisites from the school tables; store that once'
+SELECT tutor.configure_plans('{"items": "school.items",
+  "prerequisites": "SELECT skill_id, requires AS prerequisite_id FROM school.skills WHERE requires IS NOT NULL"}');
+
+\echo '-- what student 7 should do next (SELECT * FROM tutor.generate_plan(7::bigint))'
+SELECT step, activity, skill_id, item_ids, round(expected_p_correct::numeric, 2) AS p,
+       to_char(due, 'Dy DD Mon') AS due, minutes, reason
+FROM tutor.generate_plan(7::bigint, '{"model": "school_kt", "horizon_days": 3}');
+
+\echo '-- a new student starts on the skills without prerequisites, here in Chinese'
+SELECT step, activity, skill_id, item_ids, reason
+FROM tutor.generate_plan(100000::bigint, '{"model": "school_kt", "horizon_days": 1, "language": "zh"}');
+
+\echo '-- the nightly job: a plan for every student, written to tutor.plans and tutor.plan_steps'
+SELECT jsonb_pretty(tutor.personalize('school.students', '{"model": "school_kt"}')
+       - '{predict_seconds,plan_seconds,write_seconds,answers_read}'::text[]) AS report;
+SELECT * FROM tutor.plan_coverage(current_date, 'school.students');
+
+\echo '-- for the class teacher: mastery per skill, and who is at risk on skills 11 and 12'
+SELECT skill_id, n_students, round(mean_p::numeric, 2) AS mean_p, round(p10::numeric, 2) AS p10,
+       round(median::numeric, 2) AS median, round(mastered_share::numeric, 2) AS mastered
+FROM tutor.skill_report('school.students', 'school_kt') ORDER BY skill_id::int;
+SELECT student_id, skill_id, round(p_correct::numeric, 2) AS p_correct, attempts
+FROM tutor.students_at_risk(ARRAY['11', '12'], 'school.students', 'school_kt', 0.45) LIMIT 5;
 
 \echo '-- the compute core also trains a small LM on a toy task: SELECT * FROM tutor.selftest(200)'
 SELECT step, round(held_out_loss::numeric, 4) AS held_out_loss, round(elapsed_ms::numeric) AS elapsed_ms
