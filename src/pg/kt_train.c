@@ -105,16 +105,6 @@ parse_train_options(Jsonb *o, kt_train_options *opt)
 						(long long) (opt->batch_size * opt->window), 1 << 20)));
 }
 
-static double
-seconds_since(instr_time start)
-{
-	instr_time	now;
-
-	INSTR_TIME_SET_CURRENT(now);
-	INSTR_TIME_SUBTRACT(now, start);
-	return INSTR_TIME_GET_DOUBLE(now);
-}
-
 /* Resolve the device for a computation named by an option value. */
 static void
 check_device(const char *device)
@@ -494,7 +484,7 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 			{
 				double		loss_sum = 0.0;
 				int64		done = 0;
-				double		epoch_start = seconds_since(start);
+				double		epoch_start = tutor_seconds_since(start);
 
 				shuffle_windows(train_w, n_train_w, &rng);
 				sort_windows_by_length(train_w, n_train_w);
@@ -512,7 +502,7 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 					int64		bi = batch_order[b];
 
 					CHECK_FOR_INTERRUPTS();
-					if (opt.time_budget > 0 && seconds_since(start) > opt.time_budget)
+					if (opt.time_budget > 0 && tutor_seconds_since(start) > opt.time_budget)
 					{
 						stopped_by_budget = true;
 						break;
@@ -544,7 +534,7 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 					last_auc = mt.auc;
 				}
 				if (kt_epoch_end(&best, params, epoch, opt.epochs, opt.patience, last_loss, last_auc,
-								 seconds_since(start) - epoch_start))
+								 tutor_seconds_since(start) - epoch_start))
 					break;
 			}
 			memcpy(kt.params.value, best.params, sizeof(float) * params->total);
@@ -567,7 +557,7 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 			for (int64 epoch = 1; epoch <= opt.epochs && !stopped_by_budget; epoch++)
 			{
 				double		loss_sum = 0.0,
-							epoch_start = seconds_since(start);
+							epoch_start = tutor_seconds_since(start);
 				int64		done = 0;
 
 				for (int64 b = 0; b < n_batches; b++)
@@ -580,7 +570,7 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 					float		loss;
 
 					CHECK_FOR_INTERRUPTS();
-					if (opt.time_budget > 0 && seconds_since(start) > opt.time_budget)
+					if (opt.time_budget > 0 && tutor_seconds_since(start) > opt.time_budget)
 					{
 						stopped_by_budget = true;
 						break;
@@ -602,12 +592,12 @@ tutor_train_kt(PG_FUNCTION_ARGS)
 					last_auc = pfa_auc(&pfa, obs_valid, n_obs_valid, &mt);
 				}
 				if (kt_epoch_end(&best, params, epoch, opt.epochs, opt.patience, last_loss, last_auc,
-								 seconds_since(start) - epoch_start))
+								 tutor_seconds_since(start) - epoch_start))
 					break;
 			}
 			memcpy(pfa.params.value, best.params, sizeof(float) * params->total);
 		}
-		train_seconds = seconds_since(start);
+		train_seconds = tutor_seconds_since(start);
 
 		/* ---- save ---- */
 		tutor_progress_phase("saving");
@@ -759,7 +749,7 @@ tutor_evaluate_kt(PG_FUNCTION_ARGS)
 					 "\"unknown_items\": %lld, \"unknown_skills\": %lld",
 					 (long long) data.n_students, (long long) stats.rows_read, (long long) stats.rows_skipped,
 					 (long long) data.unknown_items, (long long) data.unknown_skills);
-	json_number(&report, "seconds", seconds_since(start));
+	json_number(&report, "seconds", tutor_seconds_since(start));
 	appendStringInfoString(&report, "}");
 	SPI_finish();
 	MemoryContextSwitchTo(old);

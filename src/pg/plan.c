@@ -137,16 +137,6 @@ typedef struct plan_request
 	double		write_seconds;
 } plan_request;
 
-static double
-seconds_since(instr_time start)
-{
-	instr_time	now;
-
-	INSTR_TIME_SET_CURRENT(now);
-	INSTR_TIME_SUBTRACT(now, start);
-	return INSTR_TIME_GET_DOUBLE(now);
-}
-
 /* ---- options -------------------------------------------------------------- */
 
 static void
@@ -551,6 +541,7 @@ build_item_offsets(plan_request *r)
 	tutor_kt_history empty;
 	tl_kt_query *q = palloc(sizeof(tl_kt_query) * 2 * r->n_items);
 	float	   *p = palloc(sizeof(float) * 2 * r->n_items);
+	int64	   *first = palloc(sizeof(int64) * r->n_items);	/* item i's two questions, or -1 */
 	int64		nq = 0;
 
 	r->item_offset = palloc0(sizeof(float) * r->n_items);
@@ -561,25 +552,18 @@ build_item_offsets(plan_request *r)
 		int32		mi = m->items.count > 1 ? tutor_vocab_lookup(&m->items, id, strlen(id), false, "item_id") : 0;
 		int32		ms = r->skill_model[r->item_template[i].skill];
 
+		first[i] = -1;
 		if (mi <= 0 || ms <= 0)
-			continue;
+			continue;			/* unknown to the model: a typical item of its skill */
+		first[i] = nq;
 		q[nq++] = (tl_kt_query) {mi, ms};
 		q[nq++] = (tl_kt_query) {m->skill_from_item ? ms : -1, ms};
 	}
 	if (nq > 0)
 		tutor_kt_predict(m, &empty, q, nq, p);
-	nq = 0;
 	for (int32 i = 0; i < r->n_items; i++)
-	{
-		const char *id = r->item_ids.strings[i + 1];
-		int32		mi = m->items.count > 1 ? tutor_vocab_lookup(&m->items, id, strlen(id), false, "item_id") : 0;
-		int32		ms = r->skill_model[r->item_template[i].skill];
-
-		if (mi <= 0 || ms <= 0)
-			continue;
-		r->item_offset[i] = logit(p[nq]) - logit(p[nq + 1]);
-		nq += 2;
-	}
+		if (first[i] >= 0)
+			r->item_offset[i] = logit(p[first[i]]) - logit(p[first[i] + 1]);
 }
 
 /* Everything a call shares; SPI is connected. */
@@ -802,7 +786,7 @@ batch_plan(plan_request *r, plan_batch *bt, plan_sink sink, void *arg)
 		return;
 	INSTR_TIME_SET_CURRENT(start);
 	batch_predict(r, bt);
-	r->predict_seconds += seconds_since(start);
+	r->predict_seconds += tutor_seconds_since(start);
 	for (int32 b = 0; b < bt->n; b++)
 	{
 		const float *probs = bt->probs + (int64) b * r->n_skills;
@@ -830,7 +814,7 @@ batch_plan(plan_request *r, plan_batch *bt, plan_sink sink, void *arg)
 		old = MemoryContextSwitchTo(r->cxt);
 		INSTR_TIME_SET_CURRENT(start);
 		TUTOR_CHECK(tl_plan_make(&problem, &r->plan), "planning");
-		r->plan_seconds += seconds_since(start);
+		r->plan_seconds += tutor_seconds_since(start);
 		MemoryContextSwitchTo(old);
 		sink(r, bt->ids[b], arg);
 	}
@@ -1130,7 +1114,7 @@ writer_flush(plan_writer *w)
 		elog(ERROR, "could not write the plans");
 	w->steps += SPI_processed;
 	writer_reset_chunk(w);
-	r->write_seconds += seconds_since(start);
+	r->write_seconds += tutor_seconds_since(start);
 }
 
 /* Add r->plan, the plan of `student`, to the chunk. */

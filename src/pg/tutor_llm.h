@@ -9,6 +9,8 @@
 
 #include "postgres.h"
 
+#include "portability/instr_time.h"
+
 #include "tl_device.h"
 #include "tl_status.h"
 
@@ -37,5 +39,16 @@ extern void tutor_raise(tl_status status, const char *context) pg_attribute_nore
  * tutor.device to CPU or CUDA (ERROR when CUDA is required but absent).
  */
 extern tl_device_kind tutor_begin_compute(void);
+
+/* Seconds from start to now. */
+static inline double
+tutor_seconds_since(instr_time start)
+{
+	instr_time	now;
+
+	INSTR_TIME_SET_CURRENT(now);
+	INSTR_TIME_SUBTRACT(now, start);
+	return INSTR_TIME_GET_DOUBLE(now);
+}
 
 #endif							/* TUTOR_LLM_H */
