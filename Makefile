@@ -6,6 +6,7 @@
 #   make check-sanitize           the same under ASan + UBSan
 #   make check-cuda               CUDA/CPU parity (skips without a device)
 #   make bench                    core benchmark (prints figures; not a test)
+#   make tapcheck                 TAP tests (test/tap/*.pl) on clusters of their own
 
 EXTENSION = tutor_llm
 MODULE_big = tutor_llm
@@ -58,3 +59,19 @@ installcheck: regress-outputdir
 regress-outputdir:
 	@mkdir -p build/regress build/isolation
 .PHONY: regress-outputdir
+
+# TAP tests: each script starts a cluster of its own with
+# PostgreSQL::Test::Cluster against the installed server.  prove runs in
+# TAP_TESTDIR and the tests write under TAP_TESTDIR/tmp_check, so both must
+# be writable by whoever runs prove (scripts/test.sh runs it as the
+# cluster's OS user when it runs as root: PROVE="runuser -u USER -- prove").
+TAP_TESTDIR ?= $(CURDIR)/build/tap
+TAP_SCRIPTS ?= $(CURDIR)/test/tap/*.pl
+tapcheck:
+	rm -rf '$(TAP_TESTDIR)/tmp_check'
+	$(MKDIR_P) '$(TAP_TESTDIR)'
+	cd '$(TAP_TESTDIR)' && \
+	TESTDIR='$(TAP_TESTDIR)' PATH="$(bindir):$$PATH" \
+	PG_REGRESS='$(pgxsdir)/src/test/regress/pg_regress' \
+	$(PROVE) -I '$(pgxsdir)/src/test/perl' $(PROVE_FLAGS) $(TAP_SCRIPTS)
+.PHONY: tapcheck

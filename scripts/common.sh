@@ -23,7 +23,7 @@ REQUIRED_PACKAGES=(
 	build-essential pkg-config ca-certificates
 	"postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
 	libopenblas-dev libcmocka-dev
-	libipc-run-perl
+	libipc-run-perl "postgresql-$PG_MAJOR-cron"
 )
 
 # Install the packages that are not installed yet (one apt-get run).

@@ -4,7 +4,8 @@
 # Installs what is missing, then runs: the core's cmocka unit tests, the
 # same under ASan+UBSan, the CUDA/CPU parity test (it skips with one line
 # when no device is present), and the pg_regress suite against a
-# throwaway cluster.  Exits non-zero on the first failing suite.
+# throwaway cluster, and the TAP tests (a nightly job scheduled with
+# pg_cron, on a cluster of its own).  Exits non-zero on the first failing suite.
 source "$(dirname "$0")/common.sh"
 
 ensure_packages
@@ -32,4 +33,33 @@ regress() {
 	make -s PG_CONFIG="$PG_CONFIG" installcheck || { cat build/regress/regression.diffs 2>/dev/null; return 1; }
 }
 run_suite "SQL regression tests (pg_regress)" regress
+# TAP tests start clusters of their own, so as root prove runs as the
+# cluster's OS user, in a directory that user can write: build/tap, or a
+# directory under /tmp when the user cannot reach the checkout.
+tap() {
+	local dir=$REPO_ROOT/build/tap scripts=$REPO_ROOT/test/tap user rc=0
+	if [ "$(id -u)" -ne 0 ]; then
+		make -s PG_CONFIG="$PG_CONFIG" TAP_TESTDIR="$dir" tapcheck ||
+			{ echo "logs: $dir/tmp_check/log"; return 1; }
+		return
+	fi
+	user=$(cluster_user)
+	mkdir -p "$dir"
+	chown "$user" "$dir"
+	if ! runuser -u "$user" -- sh -c 'test -w "$1" && cat "$2"/*.pl >/dev/null' sh "$dir" "$scripts" 2>/dev/null; then
+		dir=$(mktemp -d /tmp/tutor_llm_tap.XXXXXX)
+		cp -r "$scripts" "$dir/tap"
+		scripts=$dir/tap
+		chown -R "$user" "$dir"
+	fi
+	make -s PG_CONFIG="$PG_CONFIG" TAP_TESTDIR="$dir" TAP_SCRIPTS="$scripts/*.pl" \
+		PROVE="runuser -u $user -- prove" tapcheck || rc=$?
+	if [ "$rc" -ne 0 ]; then
+		echo "logs: $dir/tmp_check/log"
+	elif [ "$dir" != "$REPO_ROOT/build/tap" ]; then
+		rm -rf "$dir"
+	fi
+	return "$rc"
+}
+run_suite "nightly job with pg_cron (TAP)" tap
 echo "suites: $passed passed, 0 failed"

@@ -110,7 +110,8 @@ CREATE PROCEDURE tutor.personalize_batches(
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    since   timestamptz := CASE WHEN resume THEN '-infinity' ELSE clock_timestamp() END;
+    -- plans of this run carry created_at >= the first transaction's now()
+    since   timestamptz := CASE WHEN resume THEN '-infinity' ELSE now() END;
     report  jsonb;
     total   bigint := 0;
     batches int := 0;
