@@ -101,7 +101,7 @@ FROM tutor.generate_plan(25::bigint, (SELECT o || '{"band_low": 0.45, "band_high
 WHERE p.activity = 'practice';
 
 -- goals: the way to a goal comes first, and says so
-SELECT activity, skill_id, reason
+SELECT activity, skill_id, regexp_replace(reason, '[0-9]\.[0-9]+', 'P') AS reason
 FROM tutor.generate_plan(40::bigint, (SELECT o || '{"goals": {"skills": [6], "deadline": "2026-10-18"},
                                                    "horizon_days": 1}' FROM plan.opts))
 WHERE activity IN ('learn', 'practice') LIMIT 1;
@@ -110,7 +110,8 @@ WHERE activity IN ('learn', 'practice') LIMIT 1;
 SELECT DISTINCT activity, skill_id
 FROM tutor.generate_plan(123456::bigint, (SELECT o FROM plan.opts))
 WHERE due::date = '2026-10-15' ORDER BY 1, 2;
-SELECT reason FROM tutor.generate_plan(123456::bigint, (SELECT o || '{"language": "zh"}' FROM plan.opts))
+SELECT regexp_replace(reason, '[0-9]\.[0-9]+', 'P') AS reason
+FROM tutor.generate_plan(123456::bigint, (SELECT o || '{"language": "zh"}' FROM plan.opts))
 ORDER BY step LIMIT 1;
 
 -- everything mastered: only reviews and assessments

@@ -848,19 +848,19 @@ reason_text(const plan_request *r, const tl_plan_step *s)
 				: psprintf("skill %s is a goal; predicted %.2f now", skill, s->value);
 		case TL_REASON_PREREQUISITE:
 			return zh ? psprintf("技能 %s 是目标 %s 的先修；当前预测正确率 %.2f", skill, about, s->value)
-				: psprintf("prerequisite for %s; predicted %.2f now", about, s->value);
+				: psprintf("prerequisite for skill %s; predicted %.2f now", about, s->value);
 		case TL_REASON_START:
 			return zh ? psprintf("起步：技能 %s 不需要先修；预测正确率 %.2f", skill, s->value)
 				: psprintf("a first step: skill %s needs no prerequisite; predicted %.2f", skill, s->value);
 		case TL_REASON_REVIEW:
 			return zh ? psprintf("复习技能 %s，以免遗忘：届时预测记忆保持率 %.2f", skill, s->value)
-				: psprintf("review %s before it fades: recall predicted %.2f by then", skill, s->value);
+				: psprintf("review skill %s before it fades: recall predicted %.2f by then", skill, s->value);
 		case TL_REASON_NEAR_MASTERY:
 			return zh ? psprintf("技能 %s 已接近或达到掌握（%.2f，阈值 %.2f）：做一次测评", skill, s->value, r->set.opt.mastery)
-				: psprintf("%s is at or near mastery (%.2f, threshold %.2f): assess it", skill, s->value, r->set.opt.mastery);
+				: psprintf("skill %s is at or near mastery (%.2f, threshold %.2f): assess it", skill, s->value, r->set.opt.mastery);
 		case TL_REASON_CONFIRM:
 			return zh ? psprintf("技能 %s 看来已掌握（%.2f）：确认一下", skill, s->value)
-				: psprintf("%s looks mastered (%.2f): confirm it", skill, s->value);
+				: psprintf("skill %s looks mastered (%.2f): confirm it", skill, s->value);
 	}
 	return pstrdup("");
 }

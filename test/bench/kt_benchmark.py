@@ -26,8 +26,9 @@ import platform
 import re
 import subprocess
 import sys
-import threading
 import time
+
+from psql_session import Psql
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -132,59 +133,6 @@ def library_id():
 
 def lit(s):
     return "'" + str(s).replace("'", "''") + "'"
-
-
-class Psql:
-    def __init__(self, binary, threads):
-        self.binary = binary
-        self.threads = threads
-
-    def _cmd(self, sqls):
-        cmd = [self.binary, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
-        if self.threads:
-            sqls = ["SET tutor.threads = %d" % self.threads] + list(sqls)
-        for s in sqls:
-            cmd += ["-c", s]
-        return cmd
-
-    def run(self, sqls, stdin_data=None, on_notice=None):
-        """Run statements in one session; returns stdout and the NOTICE lines.
-        NOTICEs are handed to on_notice as they arrive."""
-        proc = subprocess.Popen(self._cmd(sqls), stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        notices, errors = [], []
-
-        def pump():
-            for line in proc.stderr:
-                line = line.rstrip("\n")
-                if line.startswith("NOTICE:"):
-                    msg = line[len("NOTICE:"):].strip()
-                    notices.append(msg)
-                    if on_notice:
-                        on_notice(msg)
-                else:
-                    errors.append(line)
-
-        t = threading.Thread(target=pump, daemon=True)
-        t.start()
-        if stdin_data is not None:
-            def feed():
-                try:
-                    proc.stdin.write(stdin_data)
-                    proc.stdin.close()
-                except (BrokenPipeError, OSError):
-                    pass        # psql stopped early: its error is reported below
-
-            threading.Thread(target=feed, daemon=True).start()
-        out = proc.stdout.read()
-        rc = proc.wait()
-        t.join()
-        if rc != 0:
-            raise RuntimeError("psql failed (%d): %s" % (rc, "\n".join(errors)[-4000:]))
-        return out.strip(), notices
-
-    def value(self, sql):
-        return self.run([sql])[0]
 
 
 def load_table(db, table, students):
