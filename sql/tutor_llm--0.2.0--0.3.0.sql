@@ -87,7 +87,7 @@ RETURNS bigint
 LANGUAGE sql VOLATILE
 AS $$
     WITH gone AS (DELETE FROM tutor.plans WHERE plan_date < before RETURNING plan_id),
-         steps AS (DELETE FROM tutor.plan_steps s USING gone WHERE s.plan_id = gone.plan_id)
+         steps AS (DELETE FROM tutor.plan_steps WHERE plan_id = ANY (ARRAY(SELECT plan_id FROM gone)))
     SELECT count(*) FROM gone
 $$;
 

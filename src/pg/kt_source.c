@@ -363,7 +363,8 @@ tutor_kt_scan(const tutor_kt_source *src, const tutor_kt_filter *filter,
 	}
 	else if (filter && filter->students_sql)
 	{
-		appendStringInfo(&sql, "%s s.%s IN (SELECT st.x FROM %s AS st(x))", glue, stu, filter->students_sql);
+		appendStringInfo(&sql, "%s s.%s IN (SELECT st.x::%s FROM %s AS st(x))", glue, stu,
+						 format_type_be(src->type[KT_COL_STUDENT]), filter->students_sql);
 		glue = " AND";
 	}
 	else if (filter && filter->students)
