@@ -254,12 +254,29 @@ tl_attention_query_fwd(tl_tensor *out, const tl_tensor *q, const tl_tensor *k,
 					   const tl_tensor *v, const uint8_t *key_valid,
 					   int64_t pos, int64_t heads, bool alibi)
 {
+	float	   *scores;
+	tl_status	rc;
+
+	if (!q || q->ndim != 2 || pos < 0 || q->shape[0] < 0)
+		return tl_fail(TL_ERR_ARG, "attention query must be a matrix and the position non-negative");
+	scores = tl_alloc((size_t) (q->shape[0] * (pos + 1)) + 1, sizeof(float));
+	if (!scores)
+		return tl_fail(TL_ERR_NOMEM, "cannot allocate attention scores for %lld queries", (long long) q->shape[0]);
+	rc = tl_attention_query_fwd_scratch(out, q, k, v, key_valid, pos, heads, alibi, scores);
+	tl_free(scores);
+	return rc;
+}
+
+tl_status
+tl_attention_query_fwd_scratch(tl_tensor *out, const tl_tensor *q, const tl_tensor *k,
+							   const tl_tensor *v, const uint8_t *key_valid,
+							   int64_t pos, int64_t heads, bool alibi, float *scores)
+{
 	int64_t		M,
 				T,
 				D,
 				hd,
 				keys;
-	float	   *scores;
 	float		scale;
 
 	TL_TRY(tl_expect_shape(k, "attention key", 2, TL_SHAPE(-1, -1)));
@@ -272,13 +289,12 @@ tl_attention_query_fwd(tl_tensor *out, const tl_tensor *q, const tl_tensor *k,
 		return tl_fail(TL_ERR_ARG, "%lld heads do not divide the width %lld", (long long) heads, (long long) D);
 	if (pos < 0 || pos >= T || T > INT_MAX || q->shape[0] > INT_MAX)
 		return tl_fail(TL_ERR_ARG, "query position %lld is outside 0..%lld", (long long) pos, (long long) T - 1);
+	if (!scores)
+		return tl_fail(TL_ERR_ARG, "attention scores scratch is missing");
 	M = q->shape[0];
 	hd = D / heads;
 	keys = pos + 1;
 	scale = 1.0f / sqrtf((float) hd);
-	scores = tl_alloc((size_t) (M * keys), sizeof(float));
-	if (!scores)
-		return tl_fail(TL_ERR_NOMEM, "cannot allocate attention scores for %lld queries", (long long) M);
 
 	for (int64_t h = 0; h < heads; h++)
 	{
@@ -294,6 +310,5 @@ tl_attention_query_fwd(tl_tensor *out, const tl_tensor *q, const tl_tensor *k,
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) M, (int) hd, (int) keys,
 					1.0f, scores, (int) keys, v->data + h * hd, (int) D, 0.0f, out->data + h * hd, (int) D);
 	}
-	tl_free(scores);
 	return TL_OK;
 }

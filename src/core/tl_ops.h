@@ -99,6 +99,10 @@ float		tl_alibi_slope(int64_t head, int64_t heads);
 tl_status	tl_attention_query_fwd(tl_tensor *out, const tl_tensor *q, const tl_tensor *k,
 								   const tl_tensor *v, const uint8_t *key_valid,
 								   int64_t pos, int64_t heads, bool alibi);
+/* The same with caller-provided scratch of M * (pos + 1) floats (no allocation: pool workers may call it). */
+tl_status	tl_attention_query_fwd_scratch(tl_tensor *out, const tl_tensor *q, const tl_tensor *k,
+										   const tl_tensor *v, const uint8_t *key_valid,
+										   int64_t pos, int64_t heads, bool alibi, float *scores);
 
 tl_status	tl_attention_fwd(tl_tensor *out, tl_tensor *probs,
 							 const tl_tensor *q, const tl_tensor *k, const tl_tensor *v,

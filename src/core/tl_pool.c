@@ -41,10 +41,20 @@ static struct
 	.wanted = 1,
 };
 
+/*
+ * The worker index of the task this thread is running, or -1.  A
+ * tl_pool_run from inside a task runs inline on that thread with the
+ * task's worker index (so per-worker scratch stays private): that is how
+ * independent pieces of work (groups of students) each run on one thread
+ * with every op inside them single-threaded.
+ */
+static _Thread_local int pool_task_worker = -1;
+
 /* Claim and run chunks until the range is exhausted. */
 static void
 pool_work(int worker)
 {
+	pool_task_worker = worker;
 	for (;;)
 	{
 		int64_t		begin = atomic_fetch_add(&pool.next, pool.grain);
@@ -53,6 +63,7 @@ pool_work(int worker)
 			break;
 		pool.fn(pool.ctx, begin, begin + pool.grain < pool.n ? begin + pool.grain : pool.n, worker);
 	}
+	pool_task_worker = -1;
 }
 
 static void *
@@ -123,6 +134,11 @@ tl_pool_run(int64_t n, int64_t grain, tl_task_fn fn, void *ctx)
 		return;
 	if (grain < 1)
 		grain = 1;
+	if (pool_task_worker >= 0)
+	{
+		fn(ctx, 0, n, pool_task_worker);	/* nested: inline, one thread */
+		return;
+	}
 	if (pool.wanted <= 1 || n <= grain)
 	{
 		fn(ctx, 0, n, 0);

@@ -22,6 +22,8 @@ typedef void (*tl_task_fn) (void *ctx, int64_t begin, int64_t end, int worker);
  * Run fn over [0, n) in chunks of `grain` items on up to tl_pool_threads()
  * threads, the caller included; returns when every chunk is done.  With
  * one thread (or n <= grain) it is a plain call on the caller's thread.
+ * Called from inside a task, it runs inline on that thread, passing the
+ * task's own worker index.
  */
 void		tl_pool_run(int64_t n, int64_t grain, tl_task_fn fn, void *ctx);
 

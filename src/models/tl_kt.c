@@ -9,6 +9,7 @@
 #include "tl_alloc.h"
 #include "tl_kt.h"
 #include "tl_math.h"
+#include "tl_pool.h"
 
 /*
  * Shape letters: S = skills, I = items, D = d_model, 1 = one.  Matrices
@@ -744,6 +745,162 @@ tl_kt_predict_next(tl_kt *m, const int32_t *items, const int32_t *skills,
 /* Questions per group of students: bounds the decoder's scratch. */
 #define KT_GROUP_QUESTIONS 8192
 
+/* The inputs every group shares. */
+typedef struct kt_predict_input
+{
+	const int64_t *offsets;
+	const int32_t *items;
+	const int32_t *skills;
+	const float *correct;
+	const tl_kt_query *queries;
+	int64_t		n_queries;
+	const float *skill_mu_avg;
+	const float *skill_bias_avg;
+	float	   *probs;
+} kt_predict_input;
+
+/* One model instance's scratch for a group: no allocation while predicting. */
+typedef struct kt_predict_scratch
+{
+	float	   *buf;			/* rows * (6D + 4) floats, then used[] and qskills[] */
+	float	   *scores;			/* M * window floats: the decoder's attention scores */
+} kt_predict_scratch;
+
+/* A group: students [first, first + count), padded to T positions. */
+typedef struct kt_group
+{
+	int64_t		first;
+	int64_t		count;
+	int64_t		seq;
+} kt_group;
+
+static int64_t
+kt_history_len(const tl_kt *m, const int64_t *offsets, int64_t b)
+{
+	int64_t		n = offsets[b + 1] - offsets[b];
+
+	return n < m->cfg.window - 1 ? n : m->cfg.window - 1;
+}
+
+/*
+ * Predict one group on model instance m with its scratch.  Histories and
+ * questions are checked by the caller, so nothing here allocates or can
+ * fail on data: it may run on a pool worker.
+ */
+static tl_status
+kt_predict_group(tl_kt *m, const kt_predict_scratch *sc, const kt_predict_input *in, const kt_group *g)
+{
+	const int64_t D = m->cfg.d_model,
+				H = m->cfg.heads,
+				M = in->n_queries,
+				G = g->count,
+				T = g->seq,
+				R = G * M;
+	float	   *u = sc->buf,
+			   *qd = u + R * D,
+			   *att = qd + R * D,
+			   *zbuf = att + R * D,
+			   *h1 = zbuf + R * D,
+			   *hid = h1 + R * D,
+			   *mean = hid + R * D,
+			   *rstd = mean + R,
+			   *item_term = rstd + R,
+			   *logits = item_term + R;
+	int64_t    *used = (int64_t *) (logits + R);	/* 6D + 4 is even: 8-byte aligned */
+	int32_t    *qskills = (int32_t *) (used + G);
+	const float *mu = kt_value(m, TL_KT_ITEM_MU_Q).data,
+			   *ibias = kt_value(m, TL_KT_ITEM_BIAS).data;
+	tl_tensor	tu = TL_VIEW(u, R, D),
+				tq = TL_VIEW(qd, R, D),
+				tatt = TL_VIEW(att, R, D),
+				tz = TL_VIEW(zbuf, R, D),
+				tmean = TL_VIEW(mean, R),
+				trstd = TL_VIEW(rstd, R),
+				ths = TL_VIEW(m->hs, G * T, D),
+				tk = TL_VIEW(m->dk, G * T, D),
+				tv = TL_VIEW(m->dv, G * T, D);
+	kt_decoder	dec = kt_decoder_params(m);
+
+	/* each history as a valid prefix: answer p at position p, then the query slot */
+	for (int64_t b = 0; b < G; b++)
+	{
+		int64_t		s = g->first + b,
+					nb = kt_history_len(m, in->offsets, s),
+					start = in->offsets[s + 1] - nb;
+
+		used[b] = nb;
+		for (int64_t p = 0; p < T; p++)
+		{
+			int64_t		idx = b * T + p;
+			bool		real = p < nb;
+
+			m->items[idx] = real ? in->items[start + p] : 0;
+			m->skills[idx] = real ? in->skills[start + p] : 0;
+			m->answers[idx] = real ? in->correct[start + p] : 0.0f;
+			m->valid[idx] = p <= nb;
+		}
+	}
+	m->batch = G;
+	m->seq = T;
+	kt_embed_inputs(m, m->enc);
+	TL_TRY(kt_encode(m, false, 0));
+
+	for (int64_t b = 0; b < G; b++)
+		for (int64_t q = 0; q < M; q++)
+		{
+			int64_t		r = b * M + q;
+			int32_t		s = in->queries[q].skill,
+						i = in->queries[q].item;
+
+			kt_question(m, u + r * D, s, i >= 0 ? mu[i] : in->skill_mu_avg[s]);
+			if (used[b] > 0 && i > 0 && i == m->items[b * T + used[b] - 1])
+				kt_repeat(m, u + r * D, m->answers[b * T + used[b] - 1]);
+			item_term[r] = i >= 0 ? ibias[i] : in->skill_bias_avg[s];
+			qskills[r] = s;
+		}
+	TL_TRY(tl_linear_fwd(&tq, &tu, &dec.wq, &dec.bq));
+	TL_TRY(tl_linear_fwd(&tk, &ths, &dec.wk, &dec.bk));
+	TL_TRY(tl_linear_fwd(&tv, &ths, &dec.wv, &dec.bv));
+	for (int64_t b = 0; b < G; b++)
+	{
+		/* student b's questions, at its query slot, over its own states */
+		tl_tensor	ob = TL_VIEW(att + b * M * D, M, D),
+					qb = TL_VIEW(qd + b * M * D, M, D),
+					kb = TL_VIEW(m->dk + b * T * D, T, D),
+					vb = TL_VIEW(m->dv + b * T * D, T, D);
+
+		TL_TRY(tl_attention_query_fwd_scratch(&ob, &qb, &kb, &vb, NULL, used[b], H, true, sc->scores));
+	}
+	/* zpre = u + Wo att, reusing the query buffer */
+	TL_TRY(tl_linear_fwd(&tq, &tatt, &dec.wo, &dec.bo));
+	TL_TRY(tl_add(&tq, &tq, &tu));
+	TL_TRY(tl_layernorm_fwd(&tz, &tmean, &trstd, &tq, &dec.ln_g, &dec.ln_b, TL_KT_LN_EPS));
+	TL_TRY(kt_head(m, R, zbuf, h1, hid, logits, item_term, qskills));
+	for (int64_t r = 0; r < R; r++)
+		in->probs[g->first * M + r] = tl_sigmoidf(logits[r]);
+	m->batch = 0;				/* no backward pass of this */
+	return TL_OK;
+}
+
+/* Groups of students on the pool, one model instance per worker. */
+typedef struct kt_predict_job
+{
+	tl_kt	   *const *models;
+	const kt_predict_scratch *scratch;
+	const kt_predict_input *in;
+	const kt_group *groups;
+	tl_status  *status;			/* per group */
+} kt_predict_job;
+
+static void
+kt_predict_groups_task(void *arg, int64_t begin, int64_t end, int worker)
+{
+	const kt_predict_job *job = arg;
+
+	for (int64_t g = begin; g < end; g++)
+		job->status[g] = kt_predict_group(job->models[worker], &job->scratch[worker], job->in, &job->groups[g]);
+}
+
 tl_status
 tl_kt_predict_batch(tl_kt *m, int64_t n_students, const int64_t *offsets,
 					const int32_t *items, const int32_t *skills, const float *correct,
@@ -751,171 +908,138 @@ tl_kt_predict_batch(tl_kt *m, int64_t n_students, const int64_t *offsets,
 					const float *skill_mu_avg, const float *skill_bias_avg,
 					float *probs)
 {
-	const int64_t D = m->cfg.d_model,
-				H = m->cfg.heads,
-				M = n_queries,
-				N = m->cfg.max_tokens;
-	int64_t		max_group,
-				rows;
-	float	   *buf,
-			   *u,
-			   *qd,
-			   *att,
-			   *zbuf,
-			   *h1,
-			   *hid,
-			   *mean,
-			   *rstd,
-			   *item_term,
-			   *logits;
-	int32_t    *qskills;
-	int64_t    *used;
-	tl_status	rc = TL_OK;
+	return tl_kt_predict_many(&m, 1, n_students, offsets, items, skills, correct, queries, n_queries,
+							  skill_mu_avg, skill_bias_avg, probs);
+}
 
+tl_status
+tl_kt_predict_many(tl_kt *const *models, int n_models, int64_t n_students, const int64_t *offsets,
+				   const int32_t *items, const int32_t *skills, const float *correct,
+				   const tl_kt_query *queries, int64_t n_queries,
+				   const float *skill_mu_avg, const float *skill_bias_avg,
+				   float *probs)
+{
+	const tl_kt *m0;
+	int64_t		D,
+				M = n_queries,
+				N,
+				max_group,
+				rows,
+				n_groups = 0;
+	size_t		per_row;
+	kt_group   *groups = NULL;
+	kt_predict_scratch *scratch = NULL;
+	tl_status  *status = NULL;
+	kt_predict_input in = {offsets, items, skills, correct, queries, n_queries,
+	skill_mu_avg, skill_bias_avg, probs};
+	tl_status	rc = TL_OK;
+	bool		parallel;
+
+	if (!models || n_models < 1 || !models[0])
+		return tl_fail(TL_ERR_ARG, "prediction needs at least one model instance");
+	m0 = models[0];
+	for (int i = 1; i < n_models; i++)
+		if (!models[i] || memcmp(&models[i]->cfg, &m0->cfg, sizeof(m0->cfg)) != 0)
+			return tl_fail(TL_ERR_ARG, "model instance %d differs from the first", i);
 	if (n_students < 0 || M <= 0 || !queries || !probs || (n_students > 0 && !offsets))
 		return tl_fail(TL_ERR_ARG, "next-answer prediction needs histories and at least one question");
-	for (int64_t b = 0; b < n_students; b++)
-		if (offsets[b] < 0 || offsets[b + 1] < offsets[b] ||
-			(offsets[b + 1] > offsets[b] && (!items || !skills || !correct)))
-			return tl_fail(TL_ERR_ARG, "history offsets of student %lld are not increasing", (long long) b);
 	for (int64_t q = 0; q < M; q++)
-		if (queries[q].skill < 0 || queries[q].skill >= m->cfg.n_skills ||
-			queries[q].item < -1 || queries[q].item >= m->cfg.n_items ||
+		if (queries[q].skill < 0 || queries[q].skill >= m0->cfg.n_skills ||
+			queries[q].item < -1 || queries[q].item >= m0->cfg.n_items ||
 			(queries[q].item == -1 && (!skill_mu_avg || !skill_bias_avg)))
 			return tl_fail(TL_ERR_ARG, "question %lld (item %d, skill %d) is outside the vocabulary",
 						   (long long) q, queries[q].item, queries[q].skill);
+	/* every answer is checked here, so the groups cannot fail on data */
+	for (int64_t b = 0; b < n_students; b++)
+	{
+		if (offsets[b] < 0 || offsets[b + 1] < offsets[b] ||
+			(offsets[b + 1] > offsets[b] && (!items || !skills || !correct)))
+			return tl_fail(TL_ERR_ARG, "history offsets of student %lld are not increasing", (long long) b);
+		for (int64_t a = offsets[b + 1] - kt_history_len(m0, offsets, b); a < offsets[b + 1]; a++)
+			if (items[a] < 0 || items[a] >= m0->cfg.n_items || skills[a] < 0 || skills[a] >= m0->cfg.n_skills ||
+				!(correct[a] >= 0.0f && correct[a] <= 1.0f))
+				return tl_fail(TL_ERR_ARG, "answer %lld of student %lld is outside the model's vocabulary or [0, 1]",
+							   (long long) (a - offsets[b]), (long long) b);
+	}
 	if (n_students == 0)
 		return TL_OK;
 
+	D = m0->cfg.d_model;
+	N = m0->cfg.max_tokens;
 	max_group = KT_GROUP_QUESTIONS / M > 1 ? KT_GROUP_QUESTIONS / M : 1;
 	if (max_group > n_students)
 		max_group = n_students;
 	rows = max_group * M;
-	buf = tl_alloc((size_t) rows, sizeof(float) * (6 * D + 4) + sizeof(int32_t) + sizeof(int64_t));
-	if (!buf)
-		return tl_fail(TL_ERR_NOMEM, "cannot allocate %lld questions", (long long) rows);
-	u = buf;
-	qd = u + rows * D;
-	att = qd + rows * D;
-	zbuf = att + rows * D;
-	h1 = zbuf + rows * D;
-	hid = h1 + rows * D;
-	mean = hid + rows * D;
-	rstd = mean + rows;
-	item_term = rstd + rows;
-	logits = item_term + rows;
-	used = (int64_t *) (logits + rows);	/* max_group entries; 6D + 4 is even, so 8-byte aligned */
-	qskills = (int32_t *) (used + max_group);
+	per_row = sizeof(float) * (6 * D + 4) + sizeof(int32_t) + sizeof(int64_t);
 
-#define TRY(expr) do { if ((rc = (expr)) != TL_OK) goto done; } while (0)
+	/*
+	 * Groups: as many students as fit max_tokens at the group's longest
+	 * history (each history keeps its last window-1 answers plus the
+	 * query slot).
+	 */
+	groups = tl_alloc((size_t) n_students, sizeof(kt_group));
+	scratch = tl_alloc((size_t) n_models, sizeof(kt_predict_scratch));
+	status = tl_alloc((size_t) n_students, sizeof(tl_status));
+	if (!groups || !scratch || !status)
+	{
+		rc = tl_fail(TL_ERR_NOMEM, "cannot allocate the prediction groups");
+		goto done;
+	}
 	for (int64_t g0 = 0; g0 < n_students;)
 	{
-		int64_t		G = 0,
-					T = 0;
+		kt_group   *g = &groups[n_groups++];
 
-		/*
-		 * A group: as many students as fit max_tokens at the group's
-		 * longest history (each history keeps its last window-1 answers
-		 * plus the query slot).
-		 */
-		while (g0 + G < n_students && G < max_group)
+		g->first = g0;
+		g->count = 0;
+		g->seq = 0;
+		while (g0 + g->count < n_students && g->count < max_group)
 		{
-			int64_t		n = offsets[g0 + G + 1] - offsets[g0 + G],
-						len = (n < m->cfg.window - 1 ? n : m->cfg.window - 1) + 1,
-						Tn = len > T ? len : T;
+			int64_t		len = kt_history_len(m0, offsets, g0 + g->count) + 1,
+						Tn = len > g->seq ? len : g->seq;
 
-			if (G > 0 && (G + 1) * Tn > N)
+			if (g->count > 0 && (g->count + 1) * Tn > N)
 				break;
-			T = Tn;
-			G++;
+			g->seq = Tn;
+			g->count++;
 		}
-
-		/* each history as a valid prefix: answer p at position p, then the query slot */
-		for (int64_t b = 0; b < G; b++)
-		{
-			int64_t		n = offsets[g0 + b + 1] - offsets[g0 + b],
-						nb = n < m->cfg.window - 1 ? n : m->cfg.window - 1,
-						start = offsets[g0 + b] + n - nb;
-
-			used[b] = nb;
-			for (int64_t p = 0; p < T; p++)
-			{
-				int64_t		idx = b * T + p;
-				bool		real = p < nb;
-
-				m->items[idx] = real ? items[start + p] : 0;
-				m->skills[idx] = real ? skills[start + p] : 0;
-				m->answers[idx] = real ? correct[start + p] : 0.0f;
-				m->valid[idx] = p <= nb;
-				if (real && (m->items[idx] < 0 || m->items[idx] >= m->cfg.n_items ||
-							 m->skills[idx] < 0 || m->skills[idx] >= m->cfg.n_skills ||
-							 !(m->answers[idx] >= 0.0f && m->answers[idx] <= 1.0f)))
-				{
-					rc = tl_fail(TL_ERR_ARG, "answer %lld of student %lld is outside the model's vocabulary or [0, 1]",
-								 (long long) (start + p - offsets[g0 + b]), (long long) (g0 + b));
-					goto done;
-				}
-			}
-		}
-		m->batch = G;
-		m->seq = T;
-		kt_embed_inputs(m, m->enc);
-		TRY(kt_encode(m, false, 0));
-
-		{
-			const float *mu = kt_value(m, TL_KT_ITEM_MU_Q).data,
-					   *ibias = kt_value(m, TL_KT_ITEM_BIAS).data;
-			const int64_t R = G * M;
-			tl_tensor	tu = TL_VIEW(u, R, D),
-						tq = TL_VIEW(qd, R, D),
-						tatt = TL_VIEW(att, R, D),
-						tz = TL_VIEW(zbuf, R, D),
-						tmean = TL_VIEW(mean, R),
-						trstd = TL_VIEW(rstd, R),
-						ths = TL_VIEW(m->hs, G * T, D),
-						tk = TL_VIEW(m->dk, G * T, D),
-						tv = TL_VIEW(m->dv, G * T, D);
-			kt_decoder	dec = kt_decoder_params(m);
-
-			for (int64_t b = 0; b < G; b++)
-				for (int64_t q = 0; q < M; q++)
-				{
-					int64_t		r = b * M + q;
-					int32_t		s = queries[q].skill,
-								i = queries[q].item;
-
-					kt_question(m, u + r * D, s, i >= 0 ? mu[i] : skill_mu_avg[s]);
-					if (used[b] > 0 && i > 0 && i == m->items[b * T + used[b] - 1])
-						kt_repeat(m, u + r * D, m->answers[b * T + used[b] - 1]);
-					item_term[r] = i >= 0 ? ibias[i] : skill_bias_avg[s];
-					qskills[r] = s;
-				}
-			TRY(tl_linear_fwd(&tq, &tu, &dec.wq, &dec.bq));
-			TRY(tl_linear_fwd(&tk, &ths, &dec.wk, &dec.bk));
-			TRY(tl_linear_fwd(&tv, &ths, &dec.wv, &dec.bv));
-			for (int64_t b = 0; b < G; b++)
-			{
-				/* student b's questions, at its query slot, over its own states */
-				tl_tensor	ob = TL_VIEW(att + b * M * D, M, D),
-							qb = TL_VIEW(qd + b * M * D, M, D),
-							kb = TL_VIEW(m->dk + b * T * D, T, D),
-							vb = TL_VIEW(m->dv + b * T * D, T, D);
-
-				TRY(tl_attention_query_fwd(&ob, &qb, &kb, &vb, NULL, used[b], H, true));
-			}
-			/* zpre = u + Wo att, reusing the query buffer */
-			TRY(tl_linear_fwd(&tq, &tatt, &dec.wo, &dec.bo));
-			TRY(tl_add(&tq, &tq, &tu));
-			TRY(tl_layernorm_fwd(&tz, &tmean, &trstd, &tq, &dec.ln_g, &dec.ln_b, TL_KT_LN_EPS));
-			TRY(kt_head(m, R, zbuf, h1, hid, logits, item_term, qskills));
-			for (int64_t r = 0; r < R; r++)
-				probs[g0 * M + r] = tl_sigmoidf(logits[r]);
-		}
-		g0 += G;
+		g0 += g->count;
 	}
-#undef TRY
+
+	/* one instance per pool thread runs groups side by side, every op in them single-threaded */
+	parallel = n_models >= tl_pool_threads() && tl_pool_threads() > 1 && n_groups > 1;
+	for (int i = 0; i < (parallel ? n_models : 1); i++)
+	{
+		scratch[i].buf = tl_alloc((size_t) rows, per_row);
+		scratch[i].scores = tl_alloc((size_t) (M * m0->cfg.window), sizeof(float));
+		if (!scratch[i].buf || !scratch[i].scores)
+		{
+			rc = tl_fail(TL_ERR_NOMEM, "cannot allocate %lld questions", (long long) rows);
+			goto done;
+		}
+	}
+	if (parallel)
+	{
+		kt_predict_job job = {models, scratch, &in, groups, status};
+
+		tl_pool_run(n_groups, 1, kt_predict_groups_task, &job);
+		for (int64_t g = 0; g < n_groups && rc == TL_OK; g++)
+			if (status[g] != TL_OK)
+				rc = tl_fail(status[g], "prediction of students %lld.. failed on a worker thread",
+							 (long long) groups[g].first);
+	}
+	else
+		for (int64_t g = 0; g < n_groups && rc == TL_OK; g++)
+			rc = kt_predict_group(models[0], &scratch[0], &in, &groups[g]);
+
 done:
-	tl_free(buf);
-	m->batch = 0;				/* no backward pass of this */
+	if (scratch)
+		for (int i = 0; i < n_models; i++)
+		{
+			tl_free(scratch[i].buf);
+			tl_free(scratch[i].scores);
+		}
+	tl_free(scratch);
+	tl_free(groups);
+	tl_free(status);
 	return rc;
 }

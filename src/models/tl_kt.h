@@ -199,6 +199,19 @@ tl_status	tl_kt_predict_batch(tl_kt *m, int64_t n_students, const int64_t *offse
 								float *probs);
 
 /*
+ * tl_kt_predict_batch over n_models instances of one model (same config
+ * and parameters; separate activations).  With at least one instance per
+ * pool thread, groups of students run side by side, one per thread, with
+ * every op inside a group single-threaded: small products scale better
+ * that way than split across threads.  Results equal tl_kt_predict_batch.
+ */
+tl_status	tl_kt_predict_many(tl_kt *const *models, int n_models, int64_t n_students,
+							   const int64_t *offsets, const int32_t *items, const int32_t *skills,
+							   const float *correct, const tl_kt_query *queries, int64_t n_queries,
+							   const float *skill_mu_avg, const float *skill_bias_avg,
+							   float *probs);
+
+/*
  * Per-skill averages of the item terms (mu_q and item_bias) over the
  * items that belong to the skill (item_skill[i] for i >= 1; entries
  * outside 1..S-1 are ignored).  Both outputs have n_skills entries.

@@ -32,6 +32,7 @@
 
 #include "options.h"
 #include "tl_plan.h"
+#include "tl_pool.h"
 #include "tutor_llm.h"
 
 PG_FUNCTION_INFO_V1(tutor_generate_plan);
@@ -128,7 +129,8 @@ typedef struct plan_request
 	tl_kt_query *queries;		/* n_skills */
 	tl_plan_skill *skills;		/* n_skills */
 	tl_plan_item *items;		/* n_items */
-	tl_kt	   *kt;				/* the Transformer that predicts (the model's own, or a batch-sized copy) */
+	tl_kt	  **kts;			/* Transformer instances that predict: the model's own, */
+	int			n_kts;			/* or one batch-sized copy per thread */
 	tl_plan		plan;			/* its buffers live in cxt, reused per student */
 	MemoryContext cxt;
 	/* seconds spent, for personalize's report */
@@ -606,7 +608,9 @@ plan_request_init(plan_request *r, Jsonb *call_options, int where)
 		r->queries[k] = (tl_kt_query) {r->model->skill_from_item && ms > 0 ? ms : -1, ms};
 	}
 	r->skills = palloc0(sizeof(tl_plan_skill) * Max(r->n_skills, 1));
-	r->kt = &r->model->kt;
+	r->kts = palloc(sizeof(tl_kt *));
+	r->kts[0] = &r->model->kt;
+	r->n_kts = 1;
 	r->items = palloc0(sizeof(tl_plan_item) * r->n_items);
 	tl_plan_init(&r->plan);
 }
@@ -638,8 +642,8 @@ typedef struct plan_batch
 } plan_batch;
 
 #define PLAN_BATCH_STUDENTS 256
-/* answers per Transformer pass in batch planning: large products, ~40 MB of activations */
-#define PLAN_BATCH_TOKENS 1024
+/* answers in flight in batch planning, over all threads: ~100 MB of activations at the defaults */
+#define PLAN_BATCH_TOKENS 2048
 
 static void
 batch_init(plan_batch *bt, const plan_request *r, int32 cap)
@@ -754,9 +758,9 @@ batch_predict(plan_request *r, plan_batch *bt)
 	{
 		MemoryContext old = MemoryContextSwitchTo(bt->cxt);
 
-		TUTOR_CHECK(tl_kt_predict_batch(r->kt, bt->n, bt->offsets, bt->items, bt->skills, bt->correct,
-										r->queries, r->n_skills, m->skill_mu_avg, m->skill_bias_avg,
-										bt->probs),
+		TUTOR_CHECK(tl_kt_predict_many(r->kts, r->n_kts, bt->n, bt->offsets, bt->items, bt->skills,
+									   bt->correct, r->queries, r->n_skills, m->skill_mu_avg,
+									   m->skill_bias_avg, bt->probs),
 					"knowledge-tracing prediction");
 		MemoryContextSwitchTo(old);
 		return;
@@ -1184,20 +1188,38 @@ personalize_student(const tutor_kt_student *st, void *arg)
 }
 
 /*
- * A copy of the model's Transformer sized for many students per pass:
- * the cached model is sized for one history at a time.
+ * Copies of the model's Transformer for batch planning, one per thread of
+ * the core's pool (tutor.threads): each predicts its own groups of
+ * students side by side with the others.  Together they hold about
+ * PLAN_BATCH_TOKENS answers of activations; the cached model is sized
+ * for one history at a time.
  */
-static tl_kt *
-batch_sized_kt(const tl_kt *kt)
+static void
+batch_sized_kts(plan_request *r)
 {
-	tl_kt	   *copy = palloc0(sizeof(tl_kt));
-	tl_kt_config cfg = kt->cfg;
+	const tl_kt *kt = &r->model->kt;
+	int			n = tl_pool_threads();
 
-	cfg.max_tokens = Max(cfg.window, PLAN_BATCH_TOKENS);
-	cfg.lr = 0.0f;
-	TUTOR_CHECK(tl_kt_create(copy, &cfg, 0), "preparing batch inference");
-	memcpy(copy->params.value, kt->params.value, sizeof(float) * kt->params.total);
-	return copy;
+	r->kts = palloc0(sizeof(tl_kt *) * n);
+	for (int i = 0; i < n; i++)
+	{
+		tl_kt_config cfg = kt->cfg;
+
+		cfg.max_tokens = Max(cfg.window, PLAN_BATCH_TOKENS / n);
+		cfg.lr = 0.0f;
+		r->kts[i] = palloc0(sizeof(tl_kt));
+		r->n_kts = i + 1;
+		TUTOR_CHECK(tl_kt_create(r->kts[i], &cfg, 0), "preparing batch inference");
+		memcpy(r->kts[i]->params.value, kt->params.value, sizeof(float) * kt->params.total);
+	}
+}
+
+static void
+free_batch_sized_kts(plan_request *r)
+{
+	for (int i = 0; i < r->n_kts; i++)
+		if (r->kts[i] != &r->model->kt)
+			tl_kt_free(r->kts[i]);
 }
 
 static const char *const insert_plans_sql =
@@ -1316,7 +1338,7 @@ tutor_personalize(PG_FUNCTION_ARGS)
 	writer_reset_chunk(&w);
 	batch_init(&w.batch, &r, PLAN_BATCH_STUDENTS);
 	if (r.model->kind == KT_KIND_TRANSFORMER)
-		r.kt = batch_sized_kt(&r.model->kt);
+		batch_sized_kts(&r);
 
 	tutor_progress_begin(r.model->name, "personalize");
 	PG_TRY();
@@ -1356,8 +1378,7 @@ tutor_personalize(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	tl_plan_free(&r.plan);
-	if (r.kt != &r.model->kt)
-		tl_kt_free(r.kt);
+	free_batch_sized_kts(&r);
 
 	INSTR_TIME_SET_CURRENT(elapsed);
 	INSTR_TIME_SUBTRACT(elapsed, start);

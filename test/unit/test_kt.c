@@ -9,6 +9,7 @@
 #include "tl_math.h"
 #include "tl_metrics.h"
 #include "tl_pfa.h"
+#include "tl_pool.h"
 
 static tl_kt_config
 tiny_config(void)
@@ -206,6 +207,27 @@ test_predict_batch_matches_single(void **state)
 									 lengths[b], queries, Q, mu_avg, bias_avg, one));
 		for (int q = 0; q < Q; q++)
 			assert_float_equal(batch[b * Q + q], one[q], 1e-5);
+	}
+	/* two instances side by side on a pool of two threads give the same answers */
+	{
+		kt_ctx		c2;
+		tl_kt	   *models[2] = {&c.m, &c2.m};
+		float		many[STUDENTS * Q];
+		int			threads = tl_pool_threads();
+
+		make_ctx(&c2, 0.0f);
+		tl_pool_set_threads(2);
+		ASSERT_OK(tl_kt_predict_many(models, 2, STUDENTS, offsets, items, skills, correct, queries, Q,
+									 mu_avg, bias_avg, many));
+		for (int i = 0; i < STUDENTS * Q; i++)
+			assert_float_equal(many[i], batch[i], 1e-5);
+		/* instances must agree on their configuration */
+		c2.m.cfg.window = 5;
+		ASSERT_FAILS(TL_ERR_ARG, tl_kt_predict_many(models, 2, STUDENTS, offsets, items, skills, correct,
+													queries, Q, mu_avg, bias_avg, many));
+		c2.m.cfg.window = 6;
+		tl_pool_set_threads(threads);
+		tl_kt_free(&c2.m);
 	}
 	/* nothing to do, and bad offsets */
 	ASSERT_OK(tl_kt_predict_batch(&c.m, 0, offsets, items, skills, correct, queries, Q, mu_avg, bias_avg, batch));
