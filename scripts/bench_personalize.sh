@@ -40,6 +40,7 @@ SELECT format('%s: %s students in %s s = %s students/s; target 100,000 in <= 60 
               round(100000 / 60.0, 1),
               CASE WHEN (r->>'students_per_second')::float8 >= 100000 / 60.0 THEN 'met' ELSE 'not met' END)
 FROM (SELECT :'r'::jsonb AS r) x;
-SELECT tutor.delete_plans('2100-01-01') IS NOT NULL AS cleared_for_the_next_run;
+SELECT tutor.delete_plans('2100-01-01') AS plans_deleted \\gset
+VACUUM tutor.plans, tutor.plan_steps;
 SQL
 done
