@@ -18,7 +18,6 @@ the PyTorch reference needs numpy and torch.
 """
 import argparse
 import collections
-import hashlib
 import json
 import math
 import os
@@ -28,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from psql_session import Psql
+from psql_session import Psql, library_id, lit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -116,23 +115,6 @@ def read_split(data_dir, name, split, fold=1):
 
 
 # ---- PostgreSQL through psql --------------------------------------------------------------
-
-
-def library_id():
-    """sha256 prefix of the installed tutor_llm.so ($TUTOR_LIB): the build each backend loads.
-    Another make install during a run changes it, and then the figures mix two builds."""
-    path = os.environ.get("TUTOR_LIB")
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()[:12]
-    except OSError as e:
-        return "unreadable (%s)" % e.strerror
-
-
-def lit(s):
-    return "'" + str(s).replace("'", "''") + "'"
 
 
 def load_table(db, table, students):

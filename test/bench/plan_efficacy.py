@@ -131,7 +131,6 @@ The benchmark (30 days by default)
 """
 import argparse
 import collections
-import hashlib
 import json
 import math
 import os
@@ -140,7 +139,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
-from psql_session import Psql
+from psql_session import Psql, library_id, lit
 
 # ---- the simulated domain ------------------------------------------------------------------
 
@@ -331,22 +330,6 @@ def generate_history(n_students, items, seed):
 
 
 # ---- PostgreSQL through psql -----------------------------------------------------------------
-
-
-def library_id():
-    """sha256 prefix of the installed tutor_llm.so ($TUTOR_LIB), to notice a reinstall mid-run."""
-    path = os.environ.get("TUTOR_LIB")
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()[:12]
-    except OSError as e:
-        return "unreadable (%s)" % e.strerror
-
-
-def lit(s):
-    return "'" + str(s).replace("'", "''") + "'"
 
 
 def copy_rows(db, rows):

@@ -6,6 +6,7 @@ statements share settings, NOTICE lines are collected (and handed to a
 callback as they arrive, for progress), and a failure raises with psql's
 error text.
 """
+import hashlib
 import os
 import subprocess
 import threading
@@ -72,3 +73,21 @@ class Psql:
     def value(self, sql):
         """The single value of one query."""
         return self.run([sql])[0].strip()
+
+
+def library_id():
+    """sha256 prefix of the installed tutor_llm.so ($TUTOR_LIB): the build each backend loads.
+    Another make install during a run changes it, and then the figures mix two builds."""
+    path = os.environ.get("TUTOR_LIB")
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:12]
+    except OSError as e:
+        return "unreadable (%s)" % e.strerror
+
+
+def lit(s):
+    """A SQL string literal."""
+    return "'" + str(s).replace("'", "''") + "'"
