@@ -15,7 +15,7 @@ PGFILEDESC = "tutor_llm - personalised learning inside PostgreSQL"
 
 # The compute core, the models and the planner never include postgres.h;
 # src/pg is the glue.
-CORE_SRCS = $(wildcard src/core/*.c) $(wildcard src/models/*.c) $(wildcard src/plan/*.c)
+CORE_SRCS = $(wildcard src/core/*.c) $(wildcard src/models/*.c) $(wildcard src/plan/*.c) $(wildcard src/llm/*.c)
 PG_SRCS = $(wildcard src/pg/*.c)
 OBJS = $(CORE_SRCS:.c=.o) $(PG_SRCS:.c=.o)
 
@@ -34,7 +34,7 @@ BLAS_LIBS := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 # pragmas (no OpenMP runtime), and -fno-trapping-math lets the compiler
 # vectorise loops with float compares (tl_math.h).
 PG_CFLAGS = -std=gnu11 -O3 -fopenmp-simd -fno-trapping-math -Wno-declaration-after-statement
-PG_CPPFLAGS = -Isrc/core -Isrc/models -Isrc/plan $(BLAS_CFLAGS)
+PG_CPPFLAGS = -Isrc/core -Isrc/models -Isrc/plan -Isrc/llm $(BLAS_CFLAGS)
 SHLIB_LINK = $(BLAS_LIBS) -lm -ldl -lpthread
 EXTRA_CLEAN = build
 

@@ -24,6 +24,8 @@ REQUIRED_PACKAGES=(
 	"postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
 	libopenblas-dev libcmocka-dev
 	libipc-run-perl "postgresql-$PG_MAJOR-cron"
+	python3 python3-pip           # scripts/fetch_model.sh: the model package from PyPI
+	clang libclang-rt-14-dev      # the GGUF reader's libFuzzer target
 )
 
 # Install the packages that are not installed yet (one apt-get run).

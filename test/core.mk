@@ -3,7 +3,7 @@
 # the top-level Makefile.
 
 CORE_CFLAGS = -std=gnu11 -O3 -g -fopenmp-simd -fno-trapping-math -Wall -Wextra -Wno-unused-parameter -Wshadow -fPIC \
-	-Isrc/core -Isrc/models -Isrc/plan $(BLAS_CFLAGS)
+	-Isrc/core -Isrc/models -Isrc/plan -Isrc/llm $(BLAS_CFLAGS)
 CORE_LDLIBS = $(BLAS_LIBS) -lm -ldl -lpthread
 SANITIZE_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
@@ -12,15 +12,15 @@ CORE_LIB = build/core/libtutor_core.a
 ASAN_OBJS = $(patsubst src/%.c,build/asan/%.o,$(CORE_SRCS))
 ASAN_LIB = build/asan/libtutor_core.a
 
-UNIT_TESTS = test_ops test_attention test_optim test_train test_metrics test_pfa test_kt test_blob test_pool test_plan
+UNIT_TESTS = test_ops test_attention test_optim test_train test_metrics test_pfa test_kt test_blob test_pool test_plan test_gguf test_quant
 UNIT_BINS = $(addprefix build/core/,$(UNIT_TESTS))
 ASAN_BINS = $(addprefix build/asan/,$(UNIT_TESTS))
 
-build/core/%.o: src/%.c $(wildcard src/core/*.h src/models/*.h src/plan/*.h) test/core.mk
+build/core/%.o: src/%.c $(wildcard src/core/*.h src/models/*.h src/plan/*.h src/llm/*.h) test/core.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CORE_CFLAGS) -c $< -o $@
 
-build/asan/%.o: src/%.c $(wildcard src/core/*.h src/models/*.h src/plan/*.h) test/core.mk
+build/asan/%.o: src/%.c $(wildcard src/core/*.h src/models/*.h src/plan/*.h src/llm/*.h) test/core.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CORE_CFLAGS) $(SANITIZE_FLAGS) -c $< -o $@
 
@@ -51,3 +51,32 @@ check-sanitize: $(ASAN_BINS)
 
 bench: build/core/bench_core $(CUDA_PLUGIN)
 	build/core/bench_core $(if $(CUDA_PLUGIN),$(abspath $(CUDA_PLUGIN)))
+
+# The GGUF tests share their sample writer with the fuzzer's seeds.
+build/core/test_gguf build/asan/test_gguf: test/unit/gguf_writer.h
+
+# libFuzzer over the GGUF reader: clang with -fsanitize=fuzzer (Debian:
+# packages clang and libclang-rt-14-dev), ASan and UBSan.  The reader
+# needs only tl_status.c and tl_alloc.c of the core.  The corpus under
+# build/fuzz grows across runs; the seeds are rewritten each time.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_DIR = build/fuzz
+FUZZ_GGUF_SRCS = test/fuzz/fuzz_gguf.c src/llm/tl_gguf.c src/core/tl_status.c src/core/tl_alloc.c
+
+$(FUZZ_DIR)/fuzz_gguf: $(FUZZ_GGUF_SRCS) $(wildcard src/core/*.h src/llm/*.h) test/core.mk
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		-fno-omit-frame-pointer -Wall -Wextra -Isrc/core -Isrc/llm $(FUZZ_GGUF_SRCS) -o $@
+
+$(FUZZ_DIR)/gguf_seed: test/fuzz/gguf_seed.c test/unit/gguf_writer.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O1 -Wall -Wextra -Itest/unit $< -o $@
+
+fuzz-gguf: $(FUZZ_DIR)/fuzz_gguf $(FUZZ_DIR)/gguf_seed
+	@mkdir -p $(FUZZ_DIR)/gguf_corpus $(FUZZ_DIR)/gguf_artifacts
+	$(FUZZ_DIR)/gguf_seed $(FUZZ_DIR)/gguf_corpus
+	ASAN_OPTIONS=detect_leaks=1 $(FUZZ_DIR)/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) \
+		-artifact_prefix=$(FUZZ_DIR)/gguf_artifacts/ -print_final_stats=1 $(FUZZ_DIR)/gguf_corpus
+
+.PHONY: fuzz-gguf

@@ -17,7 +17,9 @@
  *      answers and 20 skills asked: one model instance per thread with
  *      groups of students side by side (what personalize does), one
  *      instance with its ops split across threads, and one student at a
- *      time (what generate_plan does).
+ *      time (what generate_plan does);
+ *   5. quantized matrix-vector products (GGUF formats) at a small LLM's
+ *      MLP shape, scalar reference against the AVX2 dot products.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,7 @@
 #include "tl_device.h"
 #include "tl_kt.h"
 #include "tl_ops.h"
+#include "tl_quant.h"
 
 #define BLK_BATCH 32
 #define BLK_SEQ 200
@@ -318,6 +321,68 @@ bench_block_cuda_forward(const tl_cuda_api *api, int iters)
 	return median;
 }
 
+/*
+ * y = W x for W of 576 x 1536 (the MLP down projection of a 576-wide
+ * model; K-quant rows must be whole blocks of 256) in several GGUF
+ * formats, on one thread.
+ */
+static void
+bench_quant_matvec(void)
+{
+	static const tl_qtype types[] = {TL_QT_Q4_0, TL_QT_Q4_1, TL_QT_Q8_0, TL_QT_Q4_K, TL_QT_Q6_K, TL_QT_F16};
+	const int64_t rows = 576,
+				cols = 1536;
+	tl_rng		rng;
+	float	   *wf,
+			   *x,
+			   *y = malloc(sizeof(float) * rows);
+
+	tl_rng_seed(&rng, 11);
+	wf = random_floats(&rng, rows * cols, 1.0f);
+	x = random_floats(&rng, cols, 1.0f);
+
+	printf("\nquantized matvec %lld x %lld, one thread (ms per call; scalar / AVX2)\n",
+		   (long long) rows, (long long) cols);
+	tl_set_num_threads(1);
+	for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++)
+	{
+		const tl_qtype_traits *tr = tl_qtype_info(types[t]);
+		size_t		row_bytes = tl_qtype_row_size(types[t], cols);
+		unsigned char *w = malloc(row_bytes * rows);
+		double		ms[2];
+
+		for (int64_t r = 0; r < rows; r++)
+			tr->from_float(wf + r * cols, w + r * row_bytes, cols);
+		for (int simd = 0; simd < 2; simd++)
+		{
+			int			calls = 0;
+			double		t0,
+						t1;
+
+			tl_quant_force_scalar(!simd);
+			check(tl_quant_matvec(y, w, types[t], rows, cols, x), "quantized matvec");
+			t0 = now_s();
+			do
+			{
+				check(tl_quant_matvec(y, w, types[t], rows, cols, x), "quantized matvec");
+				calls++;
+				t1 = now_s();
+			} while (t1 - t0 < 0.2);
+			ms[simd] = (t1 - t0) / calls * 1e3;
+		}
+		if (tl_quant_simd_active() && tr->vec_dot_avx2)
+			printf("%-5s %8.3f / %.3f ms  (%.1fx, %.1f GB/s of weights)\n", tr->name, ms[0], ms[1],
+				   ms[0] / ms[1], row_bytes * rows / (ms[1] * 1e-3) * 1e-9);
+		else
+			printf("%-5s %8.3f ms (no AVX2 path here)\n", tr->name, ms[0]);
+		free(w);
+	}
+	tl_quant_force_scalar(false);
+	tl_free(wf);
+	tl_free(x);
+	free(y);
+}
+
 /* Students per second of KT inference, batched or one at a time. */
 static void
 bench_kt_inference(void)
@@ -495,5 +560,6 @@ main(int argc, char **argv)
 		}
 	}
 	bench_kt_inference();
+	bench_quant_matvec();
 	return 0;
 }

@@ -1,0 +1,484 @@
+/*
+ * tl_quant_avx2.c -- AVX2 dot products for the GGUF formats.
+ *
+ * Every function here carries a target attribute (AVX2, FMA, F16C), so
+ * the file builds with the project's baseline flags; tl_quant.c picks
+ * these at run time only when the CPU has all three.
+ *
+ * Integer products are summed exactly per block, as in the references:
+ * weights as unsigned bytes (or |w| with the sign moved onto the
+ * activation) times int8 activations via maddubs, pairs widened to int32
+ * by madd, then converted and scaled once per block.  The results differ
+ * from the references only in the order of the float additions.
+ *
+ * Two limits of maddubs shape these.  Moving a sign onto an activation
+ * of -128 has no int8 result, and a pair of products 2 * 128 * 128
+ * saturates int16.  Q8_0 activations (from tl_quant's quantizer, as from
+ * ggml's) lie in -127..127, so the sign trick is safe for the 32-blocks,
+ * even with a -128 weight.  Q8_K activations reach -128, so the K-quants
+ * feed their unsigned levels to maddubs and take offsets off through the
+ * 16-element sums; Q8_K x Q8_K has no AVX2 version.
+ */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+
+#include <immintrin.h>
+
+#include "tl_quant.h"
+#include "tl_quant_impl.h"
+
+#define TL_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+/* an fp16 scale to float (F16C: exact, as tl_fp16_to_f32) */
+#define H2F(h) _cvtsh_ss(h)
+
+static inline TL_AVX2 float
+tl_hsum_ps(__m256 v)
+{
+	__m128		s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+/* 16 bytes of nibble pairs to 32 bytes: low nibbles, then high ones. */
+static inline TL_AVX2 __m256i
+tl_nibbles32(const uint8_t *qs)
+{
+	__m128i		b = _mm_loadu_si128((const __m128i *) qs);
+	__m256i		v = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
+
+	return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+}
+
+/* Byte i is 0xff where bit i of bits is set, else 0. */
+static inline TL_AVX2 __m256i
+tl_bits_to_bytes(uint32_t bits)
+{
+	const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+											2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+	const __m256i bit = _mm256_set1_epi64x((long long) 0x8040201008040201ULL);
+	__m256i		v = _mm256_shuffle_epi8(_mm256_set1_epi32((int) bits), spread);
+
+	return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+/* Sums of four adjacent products u[i]*s[i] (u unsigned, s signed). */
+static inline TL_AVX2 __m256i
+tl_dot_u8_i8(__m256i u, __m256i s)
+{
+	return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* The same for two signed operands: |x| times y with x's sign. */
+static inline TL_AVX2 __m256i
+tl_dot_i8_i8(__m256i x, __m256i y)
+{
+	return tl_dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+}
+
+static inline TL_AVX2 __m256i
+tl_load32(const void *p)
+{
+	return _mm256_loadu_si256((const __m256i *) p);
+}
+
+/* ---------------------------------------------------------------------- */
+
+TL_AVX2 float
+tl_vec_dot_f32_avx2(int64_t n, const void *w, const void *a)
+{
+	const float *x = w,
+			   *y = a;
+	__m256		s0 = _mm256_setzero_ps(),
+				s1 = _mm256_setzero_ps(),
+				s2 = _mm256_setzero_ps(),
+				s3 = _mm256_setzero_ps();
+	int64_t		i = 0;
+	float		s;
+
+	for (; i + 32 <= n; i += 32)
+	{
+		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
+		s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
+		s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
+		s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), s3);
+	}
+	for (; i + 8 <= n; i += 8)
+		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
+	s = tl_hsum_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+	for (; i < n; i++)
+		s += x[i] * y[i];
+	return s;
+}
+
+static inline TL_AVX2 __m256
+tl_load_f16x8(const uint16_t *p)
+{
+	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) p));
+}
+
+TL_AVX2 float
+tl_vec_dot_f16_avx2(int64_t n, const void *w, const void *a)
+{
+	const uint16_t *x = w;
+	const float *y = a;
+	__m256		s0 = _mm256_setzero_ps(),
+				s1 = _mm256_setzero_ps();
+	int64_t		i = 0;
+	float		s;
+
+	for (; i + 16 <= n; i += 16)
+	{
+		s0 = _mm256_fmadd_ps(tl_load_f16x8(x + i), _mm256_loadu_ps(y + i), s0);
+		s1 = _mm256_fmadd_ps(tl_load_f16x8(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
+	}
+	for (; i + 8 <= n; i += 8)
+		s0 = _mm256_fmadd_ps(tl_load_f16x8(x + i), _mm256_loadu_ps(y + i), s0);
+	s = tl_hsum_ps(_mm256_add_ps(s0, s1));
+	for (; i < n; i++)
+		s += H2F(x[i]) * y[i];
+	return s;
+}
+
+static inline TL_AVX2 __m256
+tl_load_bf16x8(const uint16_t *p)
+{
+	__m256i		v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *) p));
+
+	return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+TL_AVX2 float
+tl_vec_dot_bf16_avx2(int64_t n, const void *w, const void *a)
+{
+	const uint16_t *x = w;
+	const float *y = a;
+	__m256		s0 = _mm256_setzero_ps(),
+				s1 = _mm256_setzero_ps();
+	int64_t		i = 0;
+	float		s;
+
+	for (; i + 16 <= n; i += 16)
+	{
+		s0 = _mm256_fmadd_ps(tl_load_bf16x8(x + i), _mm256_loadu_ps(y + i), s0);
+		s1 = _mm256_fmadd_ps(tl_load_bf16x8(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
+	}
+	for (; i + 8 <= n; i += 8)
+		s0 = _mm256_fmadd_ps(tl_load_bf16x8(x + i), _mm256_loadu_ps(y + i), s0);
+	s = tl_hsum_ps(_mm256_add_ps(s0, s1));
+	for (; i < n; i++)
+		s += tl_bf16_to_f32(x[i]) * y[i];
+	return s;
+}
+
+/* ---------------------------------------------------------------------- */
+
+/*
+ * The 32-blocks: one inline function per block adds its terms to one
+ * accumulator (and the min term to a second); the loops take two blocks
+ * a step into separate accumulators, so the FMA chains overlap.
+ */
+#define TL_TWO_BY_TWO(block_fn, x, a, nb) \
+	do { \
+		int64_t		b_ = 0; \
+		for (; b_ + 2 <= (nb); b_ += 2) \
+		{ \
+			block_fn(&(x)[b_], &(a)[b_], &acc0, &accm0); \
+			block_fn(&(x)[b_ + 1], &(a)[b_ + 1], &acc1, &accm1); \
+		} \
+		if (b_ < (nb)) \
+			block_fn(&(x)[b_], &(a)[b_], &acc0, &accm0); \
+	} while (0)
+
+#define TL_ACCUMULATORS \
+	__m256		acc0 = _mm256_setzero_ps(), \
+				acc1 = _mm256_setzero_ps(), \
+				accm0 = _mm256_setzero_ps(), \
+				accm1 = _mm256_setzero_ps()
+
+#define TL_ACCUMULATED \
+	tl_hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(accm0, accm1)))
+
+static inline TL_AVX2 void
+tl_q4_0_block(const tl_block_q4_0 *x, const tl_block_q8_0 *a, __m256 *acc, __m256 *accm)
+{
+	__m256i		q = _mm256_sub_epi8(tl_nibbles32(x->qs), _mm256_set1_epi8(8));
+	__m256i		p = tl_dot_i8_i8(q, tl_load32(a->qs));
+
+	(void) accm;
+	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
+}
+
+TL_AVX2 float
+tl_vec_dot_q4_0_q8_0_avx2(int64_t n, const void *w, const void *act)
+{
+	const tl_block_q4_0 *x = w;
+	const tl_block_q8_0 *a = act;
+	TL_ACCUMULATORS;
+
+	TL_TWO_BY_TWO(tl_q4_0_block, x, a, n / TL_QK);
+	return TL_ACCUMULATED;
+}
+
+/* d * q.a and m * sum(a) */
+static inline TL_AVX2 void
+tl_q4_1_block(const tl_block_q4_1 *x, const tl_block_q8_0 *a, __m256 *acc, __m256 *accm)
+{
+	__m256i		av = tl_load32(a->qs);
+	__m256i		p = tl_dot_u8_i8(tl_nibbles32(x->qs), av);
+	__m256i		sa = tl_dot_u8_i8(_mm256_set1_epi8(1), av);
+	float		da = H2F(a->d);
+
+	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * da), _mm256_cvtepi32_ps(p), *acc);
+	*accm = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->m) * da), _mm256_cvtepi32_ps(sa), *accm);
+}
+
+TL_AVX2 float
+tl_vec_dot_q4_1_q8_0_avx2(int64_t n, const void *w, const void *act)
+{
+	const tl_block_q4_1 *x = w;
+	const tl_block_q8_0 *a = act;
+	TL_ACCUMULATORS;
+
+	TL_TWO_BY_TWO(tl_q4_1_block, x, a, n / TL_QK);
+	return TL_ACCUMULATED;
+}
+
+/* the 5-bit levels of a Q5 block: nibbles, with bit i of qh as bit 4 */
+static inline TL_AVX2 __m256i
+tl_levels5(const uint8_t *qs, const uint8_t *qh)
+{
+	uint32_t	h;
+
+	memcpy(&h, qh, sizeof(h));	/* x86 is little-endian, as the file */
+	return _mm256_or_si256(tl_nibbles32(qs), _mm256_and_si256(tl_bits_to_bytes(h), _mm256_set1_epi8(0x10)));
+}
+
+static inline TL_AVX2 void
+tl_q5_0_block(const tl_block_q5_0 *x, const tl_block_q8_0 *a, __m256 *acc, __m256 *accm)
+{
+	__m256i		q = _mm256_sub_epi8(tl_levels5(x->qs, x->qh), _mm256_set1_epi8(16));
+	__m256i		p = tl_dot_i8_i8(q, tl_load32(a->qs));
+
+	(void) accm;
+	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
+}
+
+TL_AVX2 float
+tl_vec_dot_q5_0_q8_0_avx2(int64_t n, const void *w, const void *act)
+{
+	const tl_block_q5_0 *x = w;
+	const tl_block_q8_0 *a = act;
+	TL_ACCUMULATORS;
+
+	TL_TWO_BY_TWO(tl_q5_0_block, x, a, n / TL_QK);
+	return TL_ACCUMULATED;
+}
+
+static inline TL_AVX2 void
+tl_q5_1_block(const tl_block_q5_1 *x, const tl_block_q8_0 *a, __m256 *acc, __m256 *accm)
+{
+	__m256i		av = tl_load32(a->qs);
+	__m256i		p = tl_dot_u8_i8(tl_levels5(x->qs, x->qh), av);
+	__m256i		sa = tl_dot_u8_i8(_mm256_set1_epi8(1), av);
+	float		da = H2F(a->d);
+
+	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * da), _mm256_cvtepi32_ps(p), *acc);
+	*accm = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->m) * da), _mm256_cvtepi32_ps(sa), *accm);
+}
+
+TL_AVX2 float
+tl_vec_dot_q5_1_q8_0_avx2(int64_t n, const void *w, const void *act)
+{
+	const tl_block_q5_1 *x = w;
+	const tl_block_q8_0 *a = act;
+	TL_ACCUMULATORS;
+
+	TL_TWO_BY_TWO(tl_q5_1_block, x, a, n / TL_QK);
+	return TL_ACCUMULATED;
+}
+
+static inline TL_AVX2 void
+tl_q8_0_block(const tl_block_q8_0 *x, const tl_block_q8_0 *a, __m256 *acc, __m256 *accm)
+{
+	__m256i		p = tl_dot_i8_i8(tl_load32(x->qs), tl_load32(a->qs));
+
+	(void) accm;
+	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
+}
+
+TL_AVX2 float
+tl_vec_dot_q8_0_q8_0_avx2(int64_t n, const void *w, const void *act)
+{
+	const tl_block_q8_0 *x = w;
+	const tl_block_q8_0 *a = act;
+	TL_ACCUMULATORS;
+
+	TL_TWO_BY_TWO(tl_q8_0_block, x, a, n / TL_QK);
+	return TL_ACCUMULATED;
+}
+
+/* ---------------------------------------------------------------------- */
+
+/* sum_j m[j] * (activations of sub-block j), from the 16-element sums */
+static inline TL_AVX2 int
+tl_k4_min_sum(const uint8_t *m, const int16_t *bsums)
+{
+	int			s = 0;
+
+	for (int j = 0; j < 8; j++)
+		s += m[j] * (bsums[2 * j] + bsums[2 * j + 1]);
+	return s;
+}
+
+TL_AVX2 float
+tl_vec_dot_q4_K_q8_K_avx2(int64_t n, const void *w, const void *act)
+{
+	const tl_block_q4_K *x = w;
+	const tl_block_q8_K *a = act;
+	const __m256i m4 = _mm256_set1_epi8(0x0f);
+	__m256		acc = _mm256_setzero_ps();
+	float		mins = 0.0f;
+
+	for (int64_t b = 0; b < n / TL_QK_K; b++)
+	{
+		uint8_t		sc[8],
+					m[8];
+		__m256i		sumi = _mm256_setzero_si256();
+
+		tl_k4_unpack_scales(x[b].scales, sc, m);
+		for (int c = 0; c < 4; c++)
+		{
+			__m256i		q = tl_load32(x[b].qs + 32 * c);
+			__m256i		lo = _mm256_and_si256(q, m4);
+			__m256i		hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+			__m256i		p0 = _mm256_maddubs_epi16(lo, tl_load32(a[b].qs + 64 * c));
+			__m256i		p1 = _mm256_maddubs_epi16(hi, tl_load32(a[b].qs + 64 * c + 32));
+
+			p0 = _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * c]));
+			p1 = _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * c + 1]));
+			sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+		}
+		acc = _mm256_fmadd_ps(_mm256_set1_ps(a[b].d * H2F(x[b].d)), _mm256_cvtepi32_ps(sumi), acc);
+		mins += a[b].d * H2F(x[b].dmin) * (float) tl_k4_min_sum(m, a[b].bsums);
+	}
+	return tl_hsum_ps(acc) - mins;
+}
+
+TL_AVX2 float
+tl_vec_dot_q5_K_q8_K_avx2(int64_t n, const void *w, const void *act)
+{
+	const tl_block_q5_K *x = w;
+	const tl_block_q8_K *a = act;
+	const __m256i m4 = _mm256_set1_epi8(0x0f);
+	const __m256i one = _mm256_set1_epi8(1);
+	__m256		acc = _mm256_setzero_ps();
+	float		mins = 0.0f;
+
+	for (int64_t b = 0; b < n / TL_QK_K; b++)
+	{
+		uint8_t		sc[8],
+					m[8];
+		__m256i		sumi = _mm256_setzero_si256();
+		__m256i		qh = tl_load32(x[b].qh);
+
+		tl_k4_unpack_scales(x[b].scales, sc, m);
+		for (int c = 0; c < 4; c++)
+		{
+			__m256i		q = tl_load32(x[b].qs + 32 * c);
+			/* bit 2c of qh[l] tops the low nibble, bit 2c+1 the high one */
+			__m256i		hl = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c)), one);
+			__m256i		hh = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c + 1)), one);
+			__m256i		lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(hl, 4));
+			__m256i		hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), _mm256_slli_epi16(hh, 4));
+			__m256i		p0 = _mm256_maddubs_epi16(lo, tl_load32(a[b].qs + 64 * c));
+			__m256i		p1 = _mm256_maddubs_epi16(hi, tl_load32(a[b].qs + 64 * c + 32));
+
+			p0 = _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * c]));
+			p1 = _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * c + 1]));
+			sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+		}
+		acc = _mm256_fmadd_ps(_mm256_set1_ps(a[b].d * H2F(x[b].d)), _mm256_cvtepi32_ps(sumi), acc);
+		mins += a[b].d * H2F(x[b].dmin) * (float) tl_k4_min_sum(m, a[b].bsums);
+	}
+	return tl_hsum_ps(acc) - mins;
+}
+
+/* sc[0] * q.a over the first 16 bytes plus sc[1] * q.a over the next 16 */
+static inline TL_AVX2 __m256i
+tl_q6_part(__m256i q, const int8_t *av, const int8_t *sc)
+{
+	__m256i		p = _mm256_maddubs_epi16(q, tl_load32(av));
+
+	return _mm256_madd_epi16(p, _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0])));
+}
+
+static inline TL_AVX2 int
+tl_hsum_epi32(__m256i v)
+{
+	__m128i		s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+	return _mm_cvtsi128_si32(s);
+}
+
+/*
+ * The levels 0..63 go into maddubs unsigned (an activation of -128 has no
+ * positive int8, so moving signs onto the activations would be wrong);
+ * the offset of 32 comes off in integers through the 16-element sums.
+ * The block sum is exact, so this returns what the reference does.
+ */
+TL_AVX2 float
+tl_vec_dot_q6_K_q8_K_avx2(int64_t n, const void *w, const void *act)
+{
+	const tl_block_q6_K *x = w;
+	const tl_block_q8_K *a = act;
+	const __m256i m4 = _mm256_set1_epi8(0x0f);
+	const __m256i m2 = _mm256_set1_epi8(0x03);
+	float		s = 0.0f;
+
+	for (int64_t b = 0; b < n / TL_QK_K; b++)
+	{
+		__m256i		sumi = _mm256_setzero_si256();
+		int			offset = 0;
+
+		for (int h = 0; h < 2; h++)
+		{
+			__m256i		ql0 = tl_load32(x[b].ql + 64 * h);
+			__m256i		ql1 = tl_load32(x[b].ql + 64 * h + 32);
+			__m256i		qh = tl_load32(x[b].qh + 32 * h);
+			const int8_t *av = a[b].qs + 128 * h;
+			const int8_t *sc = x[b].scales + 8 * h;
+			__m256i		q1,
+						q2,
+						q3,
+						q4;
+
+			q1 = _mm256_or_si256(_mm256_and_si256(ql0, m4),
+								 _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+			q2 = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+								 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+			q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+								 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+			q4 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+								 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+			sumi = _mm256_add_epi32(sumi, tl_q6_part(q1, av, sc));
+			sumi = _mm256_add_epi32(sumi, tl_q6_part(q2, av + 32, sc + 2));
+			sumi = _mm256_add_epi32(sumi, tl_q6_part(q3, av + 64, sc + 4));
+			sumi = _mm256_add_epi32(sumi, tl_q6_part(q4, av + 96, sc + 6));
+		}
+		for (int g = 0; g < TL_QK_K / 16; g++)
+			offset += x[b].scales[g] * a[b].bsums[g];
+		s += a[b].d * H2F(x[b].d) * (float) (tl_hsum_epi32(sumi) - 32 * offset);
+	}
+	return s;
+}
+
+#else
+
+/* Not x86-64: the references are all there is. */
+typedef int tl_quant_avx2_unused;
+
+#endif

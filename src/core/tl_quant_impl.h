@@ -1,0 +1,52 @@
+/*
+ * tl_quant_impl.h -- internal to tl_quant.c and tl_quant_avx2.c: what
+ * the references share with the AVX2+FMA+F16C dot products (x86-64 only).
+ * Call those only through the traits table (tl_quant_vec_dot), which
+ * checks the CPU first.
+ */
+#ifndef TL_QUANT_IMPL_H
+#define TL_QUANT_IMPL_H
+
+#include <stdint.h>
+#include <string.h>
+
+/* fp16 bits to float, exact; inline for the per-block scales. */
+static inline float
+tl_half_to_float(uint16_t h)
+{
+	uint32_t	sign = (uint32_t) (h & 0x8000) << 16;
+	uint32_t	exp = (h >> 10) & 0x1f;
+	uint32_t	mant = h & 0x3ff;
+	uint32_t	bits;
+	float		f;
+
+	if (__builtin_expect(exp == 0, 0))
+	{
+		/* zero or subnormal: mant * 2^-24, exact in float */
+		f = (float) mant * 0x1p-24f;
+		return sign ? -f : f;
+	}
+	if (__builtin_expect(exp == 0x1f, 0))	/* inf, or NaN keeping its payload */
+		bits = sign | 0x7f800000u | (mant << 13);
+	else
+		bits = sign | ((exp + 112) << 23) | (mant << 13);
+	memcpy(&f, &bits, sizeof(f));
+	return f;
+}
+
+/* Eight 6-bit scales and mins from the 12 scale bytes of Q4_K / Q5_K. */
+void		tl_k4_unpack_scales(const uint8_t *s, uint8_t *sc, uint8_t *m);
+
+float		tl_vec_dot_f32_avx2(int64_t n, const void *w, const void *a);
+float		tl_vec_dot_f16_avx2(int64_t n, const void *w, const void *a);
+float		tl_vec_dot_bf16_avx2(int64_t n, const void *w, const void *a);
+float		tl_vec_dot_q4_0_q8_0_avx2(int64_t n, const void *w, const void *a);
+float		tl_vec_dot_q4_1_q8_0_avx2(int64_t n, const void *w, const void *a);
+float		tl_vec_dot_q5_0_q8_0_avx2(int64_t n, const void *w, const void *a);
+float		tl_vec_dot_q5_1_q8_0_avx2(int64_t n, const void *w, const void *a);
+float		tl_vec_dot_q8_0_q8_0_avx2(int64_t n, const void *w, const void *a);
+float		tl_vec_dot_q4_K_q8_K_avx2(int64_t n, const void *w, const void *a);
+float		tl_vec_dot_q5_K_q8_K_avx2(int64_t n, const void *w, const void *a);
+float		tl_vec_dot_q6_K_q8_K_avx2(int64_t n, const void *w, const void *a);
+
+#endif							/* TL_QUANT_IMPL_H */
