@@ -57,17 +57,19 @@ build/core/test_gguf build/asan/test_gguf: test/unit/gguf_writer.h
 
 # libFuzzer over the GGUF reader: clang with -fsanitize=fuzzer (Debian:
 # packages clang and libclang-rt-14-dev), ASan and UBSan.  The reader
-# needs only tl_status.c and tl_alloc.c of the core.  The corpus under
+# takes its tensor types from tl_quant (which brings the thread pool) and
+# otherwise needs only tl_status.c and tl_alloc.c.  The corpus under
 # build/fuzz grows across runs; the seeds are rewritten each time.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_DIR = build/fuzz
-FUZZ_GGUF_SRCS = test/fuzz/fuzz_gguf.c src/llm/tl_gguf.c src/core/tl_status.c src/core/tl_alloc.c
+FUZZ_GGUF_SRCS = test/fuzz/fuzz_gguf.c src/llm/tl_gguf.c src/core/tl_quant.c src/core/tl_quant_avx2.c \
+	src/core/tl_pool.c src/core/tl_status.c src/core/tl_alloc.c
 
 $(FUZZ_DIR)/fuzz_gguf: $(FUZZ_GGUF_SRCS) $(wildcard src/core/*.h src/llm/*.h) test/core.mk
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-		-fno-omit-frame-pointer -Wall -Wextra -Isrc/core -Isrc/llm $(FUZZ_GGUF_SRCS) -o $@
+		-fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -Wshadow -Isrc/core -Isrc/llm $(FUZZ_GGUF_SRCS) -lm -lpthread -o $@
 
 $(FUZZ_DIR)/gguf_seed: test/fuzz/gguf_seed.c test/unit/gguf_writer.h
 	@mkdir -p $(dir $@)

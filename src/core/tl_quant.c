@@ -1178,6 +1178,14 @@ static const tl_qtype_traits tl_qtype_table[TL_QT_LIMIT] = {
 	tl_vec_dot_q6_K_q8_K, AVX2(tl_vec_dot_q6_K_q8_K_avx2)},
 	[TL_QT_Q8_K] = {"Q8_K", TL_QK_K, sizeof(tl_block_q8_K), TL_QT_Q8_K, tl_q8_K_to_float, tl_q8_K_from_float,
 	tl_vec_dot_q8_K_q8_K, NULL},
+
+	/*
+	 * Storage only: readable in a GGUF file, not computable yet.  Bytes per
+	 * block as ggml lays them out (see tl_quant.h).
+	 */
+	[TL_QT_Q8_1] = {"Q8_1", TL_QK, 2 + 2 + TL_QK, TL_QT_Q8_1, NULL, NULL, NULL, NULL},
+	[TL_QT_Q2_K] = {"Q2_K", TL_QK_K, TL_QK_K / 16 + TL_QK_K / 4 + 2 + 2, TL_QT_Q8_K, NULL, NULL, NULL, NULL},
+	[TL_QT_Q3_K] = {"Q3_K", TL_QK_K, TL_QK_K / 8 + TL_QK_K / 4 + 12 + 2, TL_QT_Q8_K, NULL, NULL, NULL, NULL},
 };
 
 const tl_qtype_traits *
@@ -1186,6 +1194,14 @@ tl_qtype_info(int type)
 	if (type < 0 || type >= TL_QT_LIMIT || tl_qtype_table[type].name == NULL)
 		return NULL;
 	return &tl_qtype_table[type];
+}
+
+const char *
+tl_qtype_name(int type)
+{
+	const tl_qtype_traits *t = tl_qtype_info(type);
+
+	return t ? t->name : "unknown";
 }
 
 size_t
@@ -1241,7 +1257,7 @@ tl_quant_vec_dot(tl_qtype type)
 {
 	const tl_qtype_traits *t = tl_qtype_info((int) type);
 
-	if (!t)
+	if (!t || !t->vec_dot)
 		return NULL;
 	if (t->vec_dot_avx2 && tl_quant_simd_active())
 		return t->vec_dot_avx2;
@@ -1304,6 +1320,10 @@ tl_quant_matmul(float *y, const void *w, tl_qtype type, int64_t rows, int64_t co
 
 	if (!t)
 		return tl_fail(TL_ERR_ARG, "quantized matmul: unknown tensor type %d", (int) type);
+	at = tl_qtype_info((int) t->vec_dot_type);
+	if (!t->vec_dot || !at || (t->vec_dot_type != TL_QT_F32 && !at->from_float))
+		return tl_fail(TL_ERR_UNAVAILABLE,
+					   "quantized matmul: %s is storage-only here (no dot product for it yet)", t->name);
 	if (!y || !w || !x)
 		return tl_fail(TL_ERR_ARG, "quantized matmul: missing %s", !y ? "output" : !w ? "weights" : "input");
 	if (rows < 1 || cols < 1 || n < 1)
@@ -1317,7 +1337,6 @@ tl_quant_matmul(float *y, const void *w, tl_qtype type, int64_t rows, int64_t co
 	align = (type == TL_QT_F32 || type == TL_QT_Q8_K) ? 4 : 2;
 	if ((uintptr_t) w % align != 0 || (uintptr_t) x % sizeof(float) != 0 || (uintptr_t) y % sizeof(float) != 0)
 		return tl_fail(TL_ERR_ARG, "quantized matmul: %s weights, input or output misaligned", t->name);
-	at = tl_qtype_info((int) t->vec_dot_type);
 
 	job.w = w;
 	job.w_row = tl_qtype_row_size(type, cols);

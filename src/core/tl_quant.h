@@ -17,6 +17,9 @@
  *   Q5_0      32     22  d:f16, qh:u32, qs[16]: 5th bit of x[i] is bit i of qh; x = d*(q-16)
  *   Q5_1      32     24  d:f16, m:f16, qh:u32, qs[16]: x = d*q + m
  *   Q8_0      32     34  d:f16, qs[32] int8: x = d*q
+ *   Q8_1      32     36  d:f16, s:f16 (d times the sum of qs), qs[32] int8  (storage only)
+ *   Q2_K     256     84  scales[16], qs[64], d:f16, dmin:f16               (storage only)
+ *   Q3_K     256    110  hmask[32], qs[64], scales[12], d:f16              (storage only)
  *   Q4_K     256    144  d:f16, dmin:f16, scales[12], qs[128]
  *   Q5_K     256    176  d:f16, dmin:f16, scales[12], qh[32], qs[128]
  *   Q6_K     256    210  ql[128], qh[64], scales[16] int8, d:f16
@@ -26,6 +29,13 @@
  * 6-bit scale and a 6-bit min packed into the 12 scale bytes; x = d*sc*q
  * - dmin*m.  Q6_K has sixteen sub-blocks of 16 with int8 scales; x =
  * d*sc*(q-32).  The details are in tl_quant.c.
+ *
+ * A type may be storage-only: it is in the table with its name and block
+ * geometry, so a GGUF file holding it can be read and sized, but it has
+ * no conversions or dot products yet (its function pointers are NULL).
+ * tl_quant_vec_dot gives NULL for it and the matrix products refuse it
+ * with TL_ERR_UNAVAILABLE.  Anyone calling the traits' functions directly
+ * must check them for NULL first.
  *
  * Dot products take one row of weights and one row of activations
  * already converted to the weight type's activation type (vec_dot_type):
@@ -60,12 +70,15 @@ typedef enum tl_qtype
 	TL_QT_Q5_0 = 6,
 	TL_QT_Q5_1 = 7,
 	TL_QT_Q8_0 = 8,
+	TL_QT_Q8_1 = 9,				/* storage only */
+	TL_QT_Q2_K = 10,			/* storage only */
+	TL_QT_Q3_K = 11,			/* storage only */
 	TL_QT_Q4_K = 12,
 	TL_QT_Q5_K = 13,
 	TL_QT_Q6_K = 14,
 	TL_QT_Q8_K = 15,
 	TL_QT_BF16 = 30,
-	TL_QT_LIMIT = 31			/* every code is below this */
+	TL_QT_LIMIT = 31			/* every known code is below this */
 } tl_qtype;
 
 #define TL_QK 32				/* elements per block of Q4_0 .. Q8_0 */
@@ -150,15 +163,24 @@ typedef struct tl_qtype_traits
 	const char *name;			/* "Q4_K", as ggml names it */
 	int32_t		block_size;		/* elements per block */
 	int32_t		type_size;		/* bytes per block */
-	tl_qtype	vec_dot_type;	/* what activations are converted to */
+	tl_qtype	vec_dot_type;	/* what activations are converted to (for a
+								 * storage-only type: what ggml pairs it
+								 * with; unused here) */
+	/* all four NULL for a storage-only type */
 	tl_to_float_fn to_float;
 	tl_from_float_fn from_float;
 	tl_vec_dot_fn vec_dot;		/* scalar reference */
 	tl_vec_dot_fn vec_dot_avx2; /* AVX2+FMA+F16C version, or NULL */
 } tl_qtype_traits;
 
-/* The traits of a type code, or NULL when it is not one of the above. */
+/*
+ * The traits of a type code, or NULL when it is not one of the above.
+ * Storage-only types have traits too: test vec_dot before computing.
+ */
 const tl_qtype_traits *tl_qtype_info(int type);
+
+/* The name of a type code ("Q6_K"), or "unknown". */
+const char *tl_qtype_name(int type);
 
 /* Bytes of a row of n elements; 0 when n is not a whole number of blocks. */
 size_t		tl_qtype_row_size(tl_qtype type, int64_t n);
@@ -166,7 +188,7 @@ size_t		tl_qtype_row_size(tl_qtype type, int64_t n);
 /*
  * The dot product used for a type on this machine: the AVX2 version when
  * there is one, the CPU has AVX2, FMA and F16C, and scalar use is not
- * forced; else the reference.  NULL for an unknown type.
+ * forced; else the reference.  NULL for an unknown or storage-only type.
  */
 tl_vec_dot_fn tl_quant_vec_dot(tl_qtype type);
 
@@ -186,8 +208,9 @@ uint16_t	tl_f32_to_bf16(float f);
  * y = W x for W (rows x cols) stored in `type`, row-major as in GGUF (cols
  * varies fastest), and x a float vector of cols.  x is converted once to
  * the activation type; rows are split across the core's thread pool.
- * TL_ERR_ARG for NULLs, unknown types, misaligned W; TL_ERR_SHAPE for
- * extents below 1 or cols not a multiple of the block size.
+ * TL_ERR_ARG for NULLs, unknown types, misaligned W; TL_ERR_UNAVAILABLE
+ * for a storage-only type; TL_ERR_SHAPE for extents below 1 or cols not
+ * a multiple of the block size.
  */
 tl_status	tl_quant_matvec(float *y, const void *w, tl_qtype type,
 							int64_t rows, int64_t cols, const float *x);

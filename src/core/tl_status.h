@@ -16,7 +16,7 @@ typedef enum tl_status
 	TL_ERR_SHAPE,				/* tensor shapes do not agree */
 	TL_ERR_NOMEM,				/* an allocation failed */
 	TL_ERR_DEVICE,				/* the CUDA plugin or device failed */
-	TL_ERR_UNAVAILABLE,			/* a requested backend is not present */
+	TL_ERR_UNAVAILABLE,			/* a requested backend or kernel is not present */
 	TL_ERR_NUMERIC				/* NaN or Inf where a finite value is needed */
 } tl_status;
 

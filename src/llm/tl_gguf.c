@@ -33,43 +33,9 @@
 /* ----------------------------------------------------------- type tables */
 
 /*
- * Block layouts as ggml stores them: e.g. Q4_K is 256 elements in 144
- * bytes (f16 scale and min, 12 bytes of packed sub-block scales, 128
- * bytes of nibbles).  Codes not listed are unknown to this reader.
+ * Tensor types come from tl_quant's table (tl_qtype_info): a code it does
+ * not list is unknown to this reader.
  */
-static const tl_ggml_type_traits tl_ggml_traits[TL_GGML_TYPE_LIMIT] = {
-	[TL_GGML_F32] = {"F32", 1, 4},
-	[TL_GGML_F16] = {"F16", 1, 2},
-	[TL_GGML_Q4_0] = {"Q4_0", 32, 2 + 16},
-	[TL_GGML_Q4_1] = {"Q4_1", 32, 2 + 2 + 16},
-	[TL_GGML_Q5_0] = {"Q5_0", 32, 2 + 4 + 16},
-	[TL_GGML_Q5_1] = {"Q5_1", 32, 2 + 2 + 4 + 16},
-	[TL_GGML_Q8_0] = {"Q8_0", 32, 2 + 32},
-	[TL_GGML_Q8_1] = {"Q8_1", 32, 2 + 2 + 32},
-	[TL_GGML_Q2_K] = {"Q2_K", 256, 16 + 64 + 2 + 2},
-	[TL_GGML_Q3_K] = {"Q3_K", 256, 32 + 64 + 12 + 2},
-	[TL_GGML_Q4_K] = {"Q4_K", 256, 2 + 2 + 12 + 128},
-	[TL_GGML_Q5_K] = {"Q5_K", 256, 2 + 2 + 12 + 32 + 128},
-	[TL_GGML_Q6_K] = {"Q6_K", 256, 128 + 64 + 16 + 2},
-	[TL_GGML_Q8_K] = {"Q8_K", 256, 4 + 256 + 16 * 2},
-	[TL_GGML_BF16] = {"BF16", 1, 2},
-};
-
-const tl_ggml_type_traits *
-tl_ggml_type_info(uint32_t type)
-{
-	if (type >= TL_GGML_TYPE_LIMIT || tl_ggml_traits[type].name == NULL)
-		return NULL;
-	return &tl_ggml_traits[type];
-}
-
-const char *
-tl_ggml_type_name(uint32_t type)
-{
-	const tl_ggml_type_traits *t = tl_ggml_type_info(type);
-
-	return t ? t->name : "unknown";
-}
 
 /* Names and encoded sizes of metadata value types; 0: variable size. */
 static const struct
@@ -443,7 +409,9 @@ parse_tensor_info(gguf_parser *ps, size_t index, uint32_t alignment, tl_gguf_ten
 				type;
 	uint64_t	n = 1,
 				rows;
-	const tl_ggml_type_traits *traits;
+	const tl_qtype_traits *traits;
+	uint64_t	block,
+				bytes;
 	char		name_text[72];
 
 	snprintf(ps->what, sizeof(ps->what), "tensor %zu", index);
@@ -480,18 +448,20 @@ parse_tensor_info(gguf_parser *ps, size_t index, uint32_t alignment, tl_gguf_ten
 
 	at = ps->pos;
 	TL_TRY(read_u32(ps, "the type", &type));
-	traits = tl_ggml_type_info(type);
+	traits = type < TL_QT_LIMIT ? tl_qtype_info((int) type) : NULL;
 	if (!traits)
 		return parse_fail(ps, at, "type %u is unknown to this reader", type);
-	t->type = (tl_ggml_type) type;
-	if (t->dims[0] % traits->block_size != 0)
-		return parse_fail(ps, at, "row length %llu is not a multiple of the %s block size %u",
-						  (unsigned long long) t->dims[0], traits->name, traits->block_size);
+	t->type = (tl_qtype) type;
+	block = (uint64_t) traits->block_size;
+	bytes = (uint64_t) traits->type_size;
+	if (t->dims[0] % block != 0)
+		return parse_fail(ps, at, "row length %llu is not a multiple of the %s block size %llu",
+						  (unsigned long long) t->dims[0], traits->name, (unsigned long long) block);
 	/* 4 bytes per F32 element: even an int64 element count can wrap */
-	if (t->dims[0] / traits->block_size > UINT64_MAX / traits->type_size)
+	if (t->dims[0] / block > UINT64_MAX / bytes)
 		return parse_fail(ps, at, "the row size overflows (%llu %s elements)",
 						  (unsigned long long) t->dims[0], traits->name);
-	t->row_size = t->dims[0] / traits->block_size * traits->type_size;
+	t->row_size = t->dims[0] / block * bytes;
 	rows = n / t->dims[0];
 	if (rows > UINT64_MAX / t->row_size)
 		return parse_fail(ps, at, "the data size overflows (%llu rows of %llu bytes)",

@@ -22,7 +22,7 @@
  *	   string name
  *	   4  u32 number of dimensions
  *	   8  u64 per dimension, innermost (row length) first
- *	   4  u32 ggml type (tl_ggml_type)
+ *	   4  u32 ggml type (tl_qtype, from tl_quant.h)
  *	   8  u64 offset of the data from the start of the data section
  *	 zero padding up to a multiple of general.alignment
  *	 data section: each tensor at its offset, aligned
@@ -61,6 +61,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tl_quant.h"
 #include "tl_status.h"
 
 #define TL_GGUF_MAX_DIMS 4
@@ -87,43 +88,12 @@ typedef enum tl_gguf_vtype
 	TL_GGUF_VTYPE_COUNT
 } tl_gguf_vtype;
 
-/* Tensor element types, numbered as ggml numbers them. */
-typedef enum tl_ggml_type
-{
-	TL_GGML_F32 = 0,
-	TL_GGML_F16 = 1,
-	TL_GGML_Q4_0 = 2,
-	TL_GGML_Q4_1 = 3,
-	TL_GGML_Q5_0 = 6,
-	TL_GGML_Q5_1 = 7,
-	TL_GGML_Q8_0 = 8,
-	TL_GGML_Q8_1 = 9,
-	TL_GGML_Q2_K = 10,
-	TL_GGML_Q3_K = 11,
-	TL_GGML_Q4_K = 12,
-	TL_GGML_Q5_K = 13,
-	TL_GGML_Q6_K = 14,
-	TL_GGML_Q8_K = 15,
-	TL_GGML_BF16 = 30,
-	TL_GGML_TYPE_LIMIT = 31		/* every known code is below this */
-} tl_ggml_type;
-
 /*
- * Storage of a tensor type: block_size elements take type_size bytes,
- * and a row is a whole number of blocks.
+ * Tensor element types are tl_quant's (tl_qtype, numbered as ggml numbers
+ * them): its table gives each type's name and block geometry, and the
+ * reader accepts exactly the types that table knows, storage-only ones
+ * included (see tl_quant.h).
  */
-typedef struct tl_ggml_type_traits
-{
-	const char *name;			/* "Q4_K", as ggml names it */
-	uint32_t	block_size;		/* elements per block */
-	uint32_t	type_size;		/* bytes per block */
-} tl_ggml_type_traits;
-
-/* The traits of a type code, or NULL when this reader does not know it. */
-const tl_ggml_type_traits *tl_ggml_type_info(uint32_t type);
-
-/* The name of a type code ("Q6_K"), or "unknown". */
-const char *tl_ggml_type_name(uint32_t type);
 
 /* The name of a metadata value type ("u32", "string"), or "unknown". */
 const char *tl_gguf_vtype_name(uint32_t vtype);
@@ -169,7 +139,7 @@ typedef struct tl_gguf_tensor
 	uint32_t	n_dims;
 	uint64_t	dims[TL_GGUF_MAX_DIMS];	/* innermost first; 1 past n_dims */
 	uint64_t	n_elements;
-	tl_ggml_type type;
+	tl_qtype	type;
 	uint64_t	offset;			/* from the start of the data section */
 	uint64_t	size;			/* bytes */
 	uint64_t	row_size;		/* bytes of one row (dims[0] elements) */

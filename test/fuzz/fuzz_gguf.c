@@ -130,7 +130,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			/* a name with a NUL byte is looked up by its prefix */
 			if (strlen(name) == t->name.len && found != t)
 				abort();
-			if (!tl_ggml_type_info(t->type) || t->size == 0)
+			if (!tl_qtype_info((int) t->type) || t->size == 0)
 				abort();
 			sink += d[0] + d[t->size - 1];
 			free(name);

@@ -265,8 +265,8 @@ check_sample_metadata(const tl_gguf *g, const gguf_sample *s)
 static void
 check_sample_tensors(const tl_gguf *g, const gguf_sample *s)
 {
-	static const tl_ggml_type types[SAMPLE_TENSORS] = {
-		TL_GGML_Q4_1, TL_GGML_F32, TL_GGML_Q6_K, TL_GGML_Q8_0, TL_GGML_F16
+	static const tl_qtype types[SAMPLE_TENSORS] = {
+		TL_QT_Q4_1, TL_QT_F32, TL_QT_Q6_K, TL_QT_Q8_0, TL_QT_F16
 	};
 	static const uint64_t row_sizes[SAMPLE_TENSORS] = {40, 256, 210, 34, 16};
 	static const uint64_t n_elements[SAMPLE_TENSORS] = {192, 64, 512, 64, 48};
@@ -318,25 +318,28 @@ test_type_traits(void **state)
 		{2, "Q4_0", 32, 18}, {3, "Q4_1", 32, 20}, {6, "Q5_0", 32, 22},
 		{7, "Q5_1", 32, 24}, {8, "Q8_0", 32, 34}, {12, "Q4_K", 256, 144},
 		{13, "Q5_K", 256, 176}, {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 292},
+		/* storage only: readable, not computable */
+		{9, "Q8_1", 32, 36}, {10, "Q2_K", 256, 84}, {11, "Q3_K", 256, 110},
 	};
 
+	/* the reader sizes tensors by tl_quant's table: it must hold GGUF's sizes */
 	for (size_t k = 0; k < sizeof(expect) / sizeof(expect[0]); k++)
 	{
-		const tl_ggml_type_traits *t = tl_ggml_type_info(expect[k].code);
+		const tl_qtype_traits *t = tl_qtype_info((int) expect[k].code);
 
 		assert_non_null(t);
 		assert_string_equal(t->name, expect[k].name);
-		assert_string_equal(tl_ggml_type_name(expect[k].code), expect[k].name);
+		assert_string_equal(tl_qtype_name((int) expect[k].code), expect[k].name);
 		assert_int_equal(t->block_size, expect[k].block);
 		assert_int_equal(t->type_size, expect[k].bytes);
 	}
 	/* removed (4, 5), not known here (16+), out of range */
-	assert_null(tl_ggml_type_info(4));
-	assert_null(tl_ggml_type_info(5));
-	assert_null(tl_ggml_type_info(16));
-	assert_null(tl_ggml_type_info(31));
-	assert_null(tl_ggml_type_info(UINT32_MAX));
-	assert_string_equal(tl_ggml_type_name(99), "unknown");
+	assert_null(tl_qtype_info(4));
+	assert_null(tl_qtype_info(5));
+	assert_null(tl_qtype_info(16));
+	assert_null(tl_qtype_info(31));
+	assert_null(tl_qtype_info(-1));
+	assert_string_equal(tl_qtype_name(99), "unknown");
 	assert_string_equal(tl_gguf_vtype_name(TL_GGUF_U32), "u32");
 	assert_string_equal(tl_gguf_vtype_name(13), "unknown");
 }
@@ -765,6 +768,34 @@ test_bad_tensor_info(void **state)
 	expect_reject(b, s.w.len, at_byte(where, sizeof(where), s.t[2].at_type), NULL);
 	put_le32(b + s.t[2].at_type, 4);	/* Q4_2: removed from ggml */
 	expect_reject(b, s.w.len, "type 4 is unknown", NULL);
+	put_le32(b + s.t[2].at_type, UINT32_MAX);
+	expect_reject(b, s.w.len, "type 4294967295 is unknown", NULL);
+	/* storage-only types are read and sized like any other */
+	{
+		static const struct
+		{
+			uint32_t	code;
+			uint64_t	row_size;
+		}			storage[] = {{10, 84}, {11, 110}};
+
+		for (size_t k = 0; k < sizeof(storage) / sizeof(storage[0]); k++)
+		{
+			uint8_t    *exact;
+			tl_gguf		sg;
+			const tl_gguf_tensor *t;
+
+			put_le32(b + s.t[2].at_type, storage[k].code);
+			exact = copy_exact(b, s.w.len);
+			ASSERT_OK(tl_gguf_open_memory(&sg, exact, s.w.len));
+			t = tl_gguf_find_tensor(&sg, "blk.0.ffn_down.weight");
+			assert_non_null(t);
+			assert_int_equal(t->type, storage[k].code);
+			assert_int_equal(t->row_size, storage[k].row_size);
+			assert_int_equal(t->size, t->n_elements / 256 * storage[k].row_size);
+			tl_gguf_close(&sg);
+			free(exact);
+		}
+	}
 	put_le32(b + s.t[2].at_type, 14);
 
 	/* row length not a multiple of the block size */
@@ -941,7 +972,7 @@ test_real_model(void **state)
 	const tl_gguf_tensor *embd;
 	uint64_t	ctx,
 				n_embd;
-	size_t		counts[TL_GGML_TYPE_LIMIT] = {0};
+	size_t		counts[TL_QT_LIMIT] = {0};
 	char		summary[256];
 	size_t		used = 0;
 	uint64_t	data_bytes = 0;
@@ -999,10 +1030,10 @@ test_real_model(void **state)
 		data_bytes += g.tensors[k].size;
 		assert_int_equal(((const uint8_t *) g.tensors[k].data - g.base) % g.alignment, 0);
 	}
-	for (uint32_t t = 0; t < TL_GGML_TYPE_LIMIT; t++)
+	for (int t = 0; t < TL_QT_LIMIT; t++)
 		if (counts[t] && used < sizeof(summary))
 			used += (size_t) snprintf(summary + used, sizeof(summary) - used, "%s%s x%zu",
-									  used ? ", " : "", tl_ggml_type_name(t), counts[t]);
+									  used ? ", " : "", tl_qtype_name(t), counts[t]);
 	print_message("  %s: GGUF v%u, %zu keys, %zu tensors (%s), vocab %zu, n_embd %llu, context %llu, %.1f MiB of tensor data\n",
 				  path, g.version, g.n_kv, g.n_tensors, summary, tokens->count,
 				  (unsigned long long) n_embd, (unsigned long long) ctx, data_bytes / 1048576.0);

@@ -9,11 +9,15 @@
 #include "tl_pool.h"
 #include "tl_quant.h"
 
+/* every computable type; the storage-only ones are in storage_types */
 static const tl_qtype all_types[] = {
 	TL_QT_F32, TL_QT_F16, TL_QT_BF16, TL_QT_Q4_0, TL_QT_Q4_1, TL_QT_Q5_0,
 	TL_QT_Q5_1, TL_QT_Q8_0, TL_QT_Q4_K, TL_QT_Q5_K, TL_QT_Q6_K, TL_QT_Q8_K,
 };
 #define N_TYPES ((int) (sizeof(all_types) / sizeof(all_types[0])))
+
+static const tl_qtype storage_types[] = {TL_QT_Q8_1, TL_QT_Q2_K, TL_QT_Q3_K};
+#define N_STORAGE_TYPES ((int) (sizeof(storage_types) / sizeof(storage_types[0])))
 
 static const tl_qtype_traits *
 traits(tl_qtype type)
@@ -913,7 +917,7 @@ test_matmul_bad_args(void **state)
 	ASSERT_FAILS(TL_ERR_ARG, tl_quant_matvec(y, NULL, TL_QT_Q4_0, 1, 32, x));
 	ASSERT_FAILS(TL_ERR_ARG, tl_quant_matvec(y, w, TL_QT_Q4_0, 1, 32, NULL));
 	ASSERT_FAILS(TL_ERR_ARG, tl_quant_matvec(y, w, (tl_qtype) 4, 1, 32, x));	/* Q4_2: gone */
-	ASSERT_FAILS(TL_ERR_ARG, tl_quant_matvec(y, w, (tl_qtype) 9, 1, 32, x));	/* Q8_1: not here */
+	ASSERT_FAILS(TL_ERR_UNAVAILABLE, tl_quant_matvec(y, w, (tl_qtype) 9, 1, 32, x));	/* Q8_1: storage only */
 	ASSERT_FAILS(TL_ERR_ARG, tl_quant_matvec(y, w, (tl_qtype) -1, 1, 32, x));
 	ASSERT_FAILS(TL_ERR_ARG, tl_quant_matvec(y, w, TL_QT_LIMIT, 1, 32, x));
 	ASSERT_FAILS(TL_ERR_ARG, tl_quant_matvec(y, w + 1, TL_QT_Q4_0, 1, 32, x));
@@ -936,6 +940,95 @@ test_matmul_bad_args(void **state)
 	assert_int_equal(traits(TL_QT_F16)->vec_dot_type, TL_QT_F32);
 }
 
+/*
+ * Storage-only types: in the table with GGUF's geometry and names, no
+ * functions, and refused by the dispatcher and the matrix products.  Every
+ * code in the table is either computable (all of its functions present)
+ * or storage-only (none), and is in one of the two lists above.
+ */
+static void
+test_storage_only(void **state)
+{
+	static const struct
+	{
+		tl_qtype	type;
+		const char *name;
+		int32_t		block,
+					bytes;
+	}			expect[] = {
+		{TL_QT_Q8_1, "Q8_1", 32, 36},
+		{TL_QT_Q2_K, "Q2_K", 256, 84},
+		{TL_QT_Q3_K, "Q3_K", 256, 110},
+	};
+	float	   *x = calloc(512, sizeof(float));
+	float	   *y = calloc(4, sizeof(float));
+	uint8_t    *w = calloc(4, 256);
+	int			listed = 0;
+
+	assert_true(x && y && w);
+	assert_int_equal(N_STORAGE_TYPES, sizeof(expect) / sizeof(expect[0]));
+	for (size_t k = 0; k < sizeof(expect) / sizeof(expect[0]); k++)
+	{
+		const tl_qtype_traits *t = traits(expect[k].type);
+
+		assert_int_equal(storage_types[k], expect[k].type);
+		assert_string_equal(t->name, expect[k].name);
+		assert_string_equal(tl_qtype_name((int) expect[k].type), expect[k].name);
+		assert_int_equal(t->block_size, expect[k].block);
+		assert_int_equal(t->type_size, expect[k].bytes);
+		assert_int_equal(tl_qtype_row_size(expect[k].type, 2 * expect[k].block), 2 * expect[k].bytes);
+		assert_int_equal(tl_qtype_row_size(expect[k].type, expect[k].block + 1), 0);
+		assert_null(t->to_float);
+		assert_null(t->from_float);
+		assert_null(t->vec_dot);
+		assert_null(t->vec_dot_avx2);
+		assert_null(tl_quant_vec_dot(expect[k].type));
+		tl_quant_force_scalar(true);
+		assert_null(tl_quant_vec_dot(expect[k].type));
+		tl_quant_force_scalar(false);
+
+		/* a well-formed call is still refused, and says why */
+		ASSERT_FAILS(TL_ERR_UNAVAILABLE, tl_quant_matvec(y, w, expect[k].type, 2, 2 * expect[k].block, x));
+		assert_true(strstr(tl_last_error(), "storage-only") != NULL);
+		assert_true(strstr(tl_last_error(), expect[k].name) != NULL);
+		ASSERT_FAILS(TL_ERR_UNAVAILABLE, tl_quant_matmul(y, w, expect[k].type, 1, expect[k].block, x, 2));
+	}
+
+	/* the whole table: computable or storage-only, nothing in between */
+	for (int code = -1; code <= TL_QT_LIMIT; code++)
+	{
+		const tl_qtype_traits *t = tl_qtype_info(code);
+		bool		computable = false,
+					storage = false;
+
+		if (!t)
+		{
+			assert_string_equal(tl_qtype_name(code), "unknown");
+			continue;
+		}
+		listed++;
+		for (int i = 0; i < N_TYPES; i++)
+			computable |= (int) all_types[i] == code;
+		for (int i = 0; i < N_STORAGE_TYPES; i++)
+			storage |= (int) storage_types[i] == code;
+		if (computable == storage)
+			fail_msg("type %d (%s) is in %s of the type lists", code, t->name, computable ? "both" : "neither");
+		if (computable)
+		{
+			assert_non_null(t->to_float);
+			assert_non_null(t->from_float);
+			assert_non_null(t->vec_dot);
+			assert_non_null(tl_quant_vec_dot((tl_qtype) code));
+			assert_non_null(tl_qtype_info((int) t->vec_dot_type));
+			assert_non_null(tl_qtype_info((int) t->vec_dot_type)->from_float);
+		}
+	}
+	assert_int_equal(listed, N_TYPES + N_STORAGE_TYPES);
+	free(x);
+	free(y);
+	free(w);
+}
+
 int
 main(void)
 {
@@ -952,6 +1045,7 @@ main(void)
 		cmocka_unit_test(test_vec_dot_simd),
 		cmocka_unit_test(test_matmul_pool),
 		cmocka_unit_test(test_matmul_bad_args),
+		cmocka_unit_test(test_storage_only),
 	};
 
 	return cmocka_run_group_tests_name("quantized formats", tests, NULL, NULL);
