@@ -9,6 +9,7 @@
 
 #include "tl_alloc.h"
 #include "tl_blob.h"
+#include "tl_bytes.h"
 
 #define TL_BLOB_HEADER_SIZE 24
 #define TL_BLOB_SECTION_HEADER_SIZE 16
@@ -122,19 +123,6 @@ store_u64(uint8_t *p, uint64_t v)
 {
 	store_u32(p, (uint32_t) v);
 	store_u32(p + 4, (uint32_t) (v >> 32));
-}
-
-static uint32_t
-load_u32(const uint8_t *p)
-{
-	return (uint32_t) p[0] | ((uint32_t) p[1] << 8) |
-		((uint32_t) p[2] << 16) | ((uint32_t) p[3] << 24);
-}
-
-static uint64_t
-load_u64(const uint8_t *p)
-{
-	return (uint64_t) load_u32(p) | ((uint64_t) load_u32(p + 4) << 32);
 }
 
 /* Float <-> bit pattern without aliasing tricks. */
@@ -473,7 +461,7 @@ tl_blob_open(tl_blob_reader *r, const void *data, size_t len, uint32_t *kind)
 	if (len < TL_BLOB_HEADER_SIZE + TL_BLOB_TRAILER_SIZE)
 		return tl_fail(TL_ERR_ARG, "model weights are truncated: %zu bytes, at least %d needed",
 					   len, TL_BLOB_HEADER_SIZE + TL_BLOB_TRAILER_SIZE);
-	version = load_u32(p + TL_BLOB_OFF_VERSION);
+	version = tl_load_u32(p + TL_BLOB_OFF_VERSION);
 	if (version != TL_BLOB_VERSION)
 		return tl_fail(TL_ERR_ARG, "model weights have format version %u, but this build reads version %u",
 					   version, (unsigned) TL_BLOB_VERSION);
@@ -483,12 +471,12 @@ tl_blob_open(tl_blob_reader *r, const void *data, size_t len, uint32_t *kind)
 	end = len - TL_BLOB_TRAILER_SIZE;
 	if (memcmp(p + end + 4, tl_blob_end_magic, sizeof(tl_blob_end_magic)) != 0)
 		return tl_fail(TL_ERR_ARG, "model weights are truncated or damaged: their end marker is missing");
-	if (load_u32(p + end) != tl_crc32c(p, end))
+	if (tl_load_u32(p + end) != tl_crc32c(p, end))
 		return tl_fail(TL_ERR_ARG, "model weights fail their checksum");
-	if (load_u32(p + TL_BLOB_OFF_RESERVED) != 0)
+	if (tl_load_u32(p + TL_BLOB_OFF_RESERVED) != 0)
 		return tl_fail(TL_ERR_ARG, "model weights have a nonzero reserved field in their header");
 
-	count = load_u32(p + TL_BLOB_OFF_SECTION_COUNT);
+	count = tl_load_u32(p + TL_BLOB_OFF_SECTION_COUNT);
 	pos = TL_BLOB_HEADER_SIZE;
 	for (uint32_t i = 0; i < count; i++)
 	{
@@ -500,10 +488,10 @@ tl_blob_open(tl_blob_reader *r, const void *data, size_t len, uint32_t *kind)
 		if (end - pos < TL_BLOB_SECTION_HEADER_SIZE)
 			return tl_fail(TL_ERR_ARG, "model weights declare %u sections but hold only %u",
 						   count, i);
-		tag = load_u32(p + pos);
-		length = load_u64(p + pos + 8);
+		tag = tl_load_u32(p + pos);
+		length = tl_load_u64(p + pos + 8);
 		room = end - pos - TL_BLOB_SECTION_HEADER_SIZE;
-		if (load_u32(p + pos + 4) != 0)
+		if (tl_load_u32(p + pos + 4) != 0)
 			return tl_fail(TL_ERR_ARG, "section %s of the model weights has a nonzero reserved field",
 						   tag_text(tag).s);
 		if (length > room)
@@ -526,7 +514,7 @@ tl_blob_open(tl_blob_reader *r, const void *data, size_t len, uint32_t *kind)
 
 	r->data = p;
 	r->len = len;
-	r->kind = load_u32(p + TL_BLOB_OFF_KIND);
+	r->kind = tl_load_u32(p + TL_BLOB_OFF_KIND);
 	r->section_count = count;
 	if (kind)
 		*kind = r->kind;
@@ -543,8 +531,8 @@ reader_locate(const tl_blob_reader *r, uint32_t tag, tl_blob_cursor *cursor)
 		return false;
 	for (uint32_t i = 0; i < r->section_count; i++)
 	{
-		uint32_t	this_tag = load_u32(r->data + pos);
-		size_t		length = (size_t) load_u64(r->data + pos + 8);
+		uint32_t	this_tag = tl_load_u32(r->data + pos);
+		size_t		length = (size_t) tl_load_u64(r->data + pos + 8);
 
 		if (this_tag == tag)
 		{
@@ -604,7 +592,7 @@ tl_blob_get_u32(tl_blob_cursor *c, uint32_t *v)
 	const uint8_t *b;
 
 	TL_TRY(tl_blob_get_bytes(c, 4, &b));
-	*v = load_u32(b);
+	*v = tl_load_u32(b);
 	return TL_OK;
 }
 
@@ -614,7 +602,7 @@ tl_blob_get_u64(tl_blob_cursor *c, uint64_t *v)
 	const uint8_t *b;
 
 	TL_TRY(tl_blob_get_bytes(c, 8, &b));
-	*v = load_u64(b);
+	*v = tl_load_u64(b);
 	return TL_OK;
 }
 
@@ -677,7 +665,7 @@ tl_blob_get_f32_array(tl_blob_cursor *c, float *out, size_t n)
 		return tl_fail(TL_ERR_ARG, "model weights are truncated in section %s: %zu floats needed, %zu bytes remain",
 					   tag_text(c->tag).s, n, c->remaining);
 	for (size_t i = 0; i < n; i++)
-		out[i] = f32_from_bits(load_u32(c->pos + 4 * i));
+		out[i] = f32_from_bits(tl_load_u32(c->pos + 4 * i));
 	c->pos += n * 4;
 	c->remaining -= n * 4;
 	return TL_OK;
@@ -839,7 +827,7 @@ tl_blob_get_params(const tl_blob_reader *r, tl_params *ps)
 
 		for (int64_t j = 0; j < p->numel; j++)
 		{
-			float		v = f32_from_bits(load_u32(values + 4 * (size_t) (p->offset + j)));
+			float		v = f32_from_bits(tl_load_u32(values + 4 * (size_t) (p->offset + j)));
 
 			if (!isfinite(v))
 				return tl_fail(TL_ERR_ARG,
@@ -848,6 +836,6 @@ tl_blob_get_params(const tl_blob_reader *r, tl_params *ps)
 		}
 	}
 	for (size_t k = 0; k < total; k++)
-		ps->value[k] = f32_from_bits(load_u32(values + 4 * k));
+		ps->value[k] = f32_from_bits(tl_load_u32(values + 4 * k));
 	return TL_OK;
 }

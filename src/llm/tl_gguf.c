@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tl_bytes.h"
 #include "tl_alloc.h"
 #include "tl_gguf.h"
 
@@ -84,26 +85,6 @@ vtype_is_float(tl_gguf_vtype t)
 
 /* ------------------------------------------------------------ byte access */
 
-/* Little-endian loads, byte by byte: no alignment or host-order assumption. */
-static uint16_t
-load_u16(const uint8_t *p)
-{
-	return (uint16_t) (p[0] | (p[1] << 8));
-}
-
-static uint32_t
-load_u32(const uint8_t *p)
-{
-	return (uint32_t) p[0] | ((uint32_t) p[1] << 8) |
-		((uint32_t) p[2] << 16) | ((uint32_t) p[3] << 24);
-}
-
-static uint64_t
-load_u64(const uint8_t *p)
-{
-	return (uint64_t) load_u32(p) | ((uint64_t) load_u32(p + 4) << 32);
-}
-
 /* A fixed-size scalar of type t at p, already known to be in bounds. */
 static tl_gguf_value
 decode_scalar(tl_gguf_vtype t, const uint8_t *p)
@@ -124,19 +105,19 @@ decode_scalar(tl_gguf_vtype t, const uint8_t *p)
 			v.i = (int8_t) p[0];
 			break;
 		case TL_GGUF_U16:
-			v.u = load_u16(p);
+			v.u = tl_load_u16(p);
 			break;
 		case TL_GGUF_I16:
-			v.i = (int16_t) load_u16(p);
+			v.i = (int16_t) tl_load_u16(p);
 			break;
 		case TL_GGUF_U32:
-			v.u = load_u32(p);
+			v.u = tl_load_u32(p);
 			break;
 		case TL_GGUF_I32:
-			v.i = (int32_t) load_u32(p);
+			v.i = (int32_t) tl_load_u32(p);
 			break;
 		case TL_GGUF_F32:
-			u32 = load_u32(p);
+			u32 = tl_load_u32(p);
 			memcpy(&f, &u32, sizeof(f));
 			v.f = f;
 			break;
@@ -144,14 +125,14 @@ decode_scalar(tl_gguf_vtype t, const uint8_t *p)
 			v.b = p[0] != 0;
 			break;
 		case TL_GGUF_U64:
-			v.u = load_u64(p);
+			v.u = tl_load_u64(p);
 			break;
 		case TL_GGUF_I64:
-			u64 = load_u64(p);
+			u64 = tl_load_u64(p);
 			memcpy(&v.i, &u64, sizeof(v.i));
 			break;
 		case TL_GGUF_F64:
-			u64 = load_u64(p);
+			u64 = tl_load_u64(p);
 			memcpy(&d, &u64, sizeof(d));
 			v.f = d;
 			break;
@@ -253,7 +234,7 @@ static tl_status
 read_u32(gguf_parser *ps, const char *field, uint32_t *v)
 {
 	TL_TRY(need(ps, 4, field));
-	*v = load_u32(ps->base + ps->pos);
+	*v = tl_load_u32(ps->base + ps->pos);
 	ps->pos += 4;
 	return TL_OK;
 }
@@ -262,7 +243,7 @@ static tl_status
 read_u64(gguf_parser *ps, const char *field, uint64_t *v)
 {
 	TL_TRY(need(ps, 8, field));
-	*v = load_u64(ps->base + ps->pos);
+	*v = tl_load_u64(ps->base + ps->pos);
 	ps->pos += 8;
 	return TL_OK;
 }
@@ -573,7 +554,7 @@ check_header(const uint8_t *p, size_t size, uint32_t *version)
 		return tl_fail(TL_ERR_ARG, "not a GGUF file: bytes 0-3 are \"%s\", expected \"GGUF\"",
 					   str_text(magic, sizeof(magic), s));
 	}
-	v = load_u32(p + 4);
+	v = tl_load_u32(p + 4);
 	swapped = (v >> 24) | ((v >> 8) & 0xFF00u) | ((v << 8) & 0xFF0000u) | (v << 24);
 	if (v == 2 || v == 3)
 	{
@@ -1029,7 +1010,7 @@ tl_gguf_array_string(const tl_gguf_kv *kv, size_t i, tl_gguf_str *out)
 	TL_TRY(check_element(kv, i, vtype_is_string, "an array of strings"));
 	/* the parser checked each length against the file */
 	p = kv->data + kv->str_offsets[i];
-	out->len = (size_t) load_u64(p);
+	out->len = (size_t) tl_load_u64(p);
 	out->ptr = (const char *) p + 8;
 	return TL_OK;
 }
