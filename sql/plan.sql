@@ -132,6 +132,7 @@ SELECT * FROM tutor.generate_plan(1::bigint, '{"model": "plan_pfa", "band_low": 
 SELECT * FROM tutor.generate_plan(1::bigint, '{"model": "plan_pfa", "language": "fr"}');
 SELECT * FROM tutor.generate_plan(1::bigint, '{"model": "plan_pfa", "budget": 3}');
 SELECT * FROM tutor.generate_plan(1::bigint, '{"model": "plan_pfa", "as_of": "not a time"}');
+SELECT * FROM tutor.generate_plan(1::bigint, '{"model": "plan_pfa", "as_of": "infinity"}');
 SELECT * FROM tutor.generate_plan(1::bigint, '{"model": "plan_pfa", "goals": [99]}');
 SELECT * FROM tutor.generate_plan(1::bigint, '{"model": "plan_pfa", "goals": {"skills": [6], "deadline": "2020-01-01"}}');
 SELECT * FROM tutor.generate_plan(1::bigint, '{"model": "plan_pfa", "prerequisites": "SELECT 1 AS skill_id, 2 AS prerequisite_id UNION ALL SELECT 2, 1"}');

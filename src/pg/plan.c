@@ -582,6 +582,16 @@ plan_request_init(plan_request *r, Jsonb *call_options, int where)
 	r->options = merge_settings(r->model->name, call_options);
 	parse_settings(&r->set, r->options, where);
 	r->as_of = r->set.as_of_set ? r->set.as_of : GetCurrentTransactionStartTimestamp();
+	/* due dates run to as_of + horizon_days: keep them inside the timestamp range */
+	if (TIMESTAMP_NOT_FINITE(r->as_of) ||
+		!IS_VALID_TIMESTAMP(r->as_of + (int64) r->set.opt.horizon_days * USECS_PER_DAY))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("as_of must be a finite time, with room for horizon_days after it")));
+	if (r->set.deadline_set && TIMESTAMP_NOT_FINITE(r->set.deadline))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("the goals' deadline must be a finite time")));
 	if (r->set.source)
 		tutor_kt_source_resolve(&r->source, r->set.source, r->set.columns);
 	else
