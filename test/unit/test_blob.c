@@ -21,32 +21,6 @@
 			fail_msg("message \"%s\" lacks \"%s\"", tl_last_error(), (fragment)); \
 	} while (0)
 
-/* A heap copy of exactly len bytes (at least one allocated byte). */
-static uint8_t *
-copy_exact(const uint8_t *src, size_t len)
-{
-	uint8_t    *dst = malloc(len ? len : 1);
-
-	assert_non_null(dst);
-	if (len)
-		memcpy(dst, src, len);
-	return dst;
-}
-
-static void
-put_le32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t) (v >> (8 * i));
-}
-
-static void
-put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t) (v >> (8 * i));
-}
-
 /* Recompute the trailer CRC after a deliberate edit, so only structure checks remain. */
 static void
 reseal(uint8_t *blob, size_t len)

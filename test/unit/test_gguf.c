@@ -27,31 +27,6 @@
 
 static const gguf_sample_opts default_opts = {.version = 3, .alignment = 64};
 
-static uint8_t *
-copy_exact(const uint8_t *src, size_t len)
-{
-	uint8_t    *dst = malloc(len ? len : 1);
-
-	assert_non_null(dst);
-	if (len)
-		memcpy(dst, src, len);
-	return dst;
-}
-
-static void
-put_le32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t) (v >> (8 * i));
-}
-
-static void
-put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t) (v >> (8 * i));
-}
-
 static bool
 str_is(tl_gguf_str s, const char *bytes, size_t n)
 {

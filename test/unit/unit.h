@@ -32,6 +32,33 @@
 		if (rc_ != (code)) fail_msg("%s -> %s, expected %s", #expr, tl_status_name(rc_), tl_status_name(code)); \
 	} while (0)
 
+/* A heap copy of exactly len bytes (at least one allocated byte): ASan sees reads past len. */
+static inline uint8_t *
+copy_exact(const uint8_t *src, size_t len)
+{
+	uint8_t    *dst = malloc(len ? len : 1);
+
+	assert_non_null(dst);
+	if (len)
+		memcpy(dst, src, len);
+	return dst;
+}
+
+/* Little-endian stores, for building and damaging file images in tests. */
+static inline void
+put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t) (v >> (8 * i));
+}
+
+static inline void
+put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t) (v >> (8 * i));
+}
+
 /* An owned tensor filled from N(0, scale). */
 static inline tl_tensor
 rand_tensor(tl_rng *rng, float scale, int ndim, const int64_t *shape)
