@@ -179,6 +179,15 @@ extern void tutor_kt_history_load(const tutor_kt_student *st, void *arg);
 /* P(correct) for each of n questions after history h. */
 extern void tutor_kt_predict(tutor_kt_model *m, const tutor_kt_history *h, const tl_kt_query *q,
 							 int64 n, float *probs);
+/*
+ * Transformer copies for predicting many students: one per thread of the
+ * core's pool, each sized for its share of TUTOR_KT_BATCH_TOKENS answers
+ * (tl_kt_predict_many runs them side by side).  The cached model itself is
+ * sized for one history at a time.  Free with tutor_kt_batch_instances_free.
+ */
+#define TUTOR_KT_BATCH_TOKENS 2048
+extern tl_kt **tutor_kt_batch_instances(const tutor_kt_model *m, int *n);
+extern void tutor_kt_batch_instances_free(const tutor_kt_model *m, tl_kt **kts, int n);
 /* A value converted to another type through its text form (ids). */
 extern Datum tutor_convert_datum(Datum value, Oid from, Oid to);
 

@@ -21,6 +21,7 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
+#include "tl_pool.h"
 #include "tutor_llm.h"
 
 PG_FUNCTION_INFO_V1(tutor_mastery);
@@ -122,6 +123,36 @@ read_history(tutor_kt_history *h, const tutor_kt_model *m, FunctionCallInfo fcin
 	tutor_kt_scan(&m->source, &filter, tutor_kt_history_load, h, &stats);
 }
 
+tl_kt	  **
+tutor_kt_batch_instances(const tutor_kt_model *m, int *n)
+{
+	const tl_kt *kt = &m->kt;
+	int			threads = tl_pool_threads();
+	tl_kt	  **kts = palloc0(sizeof(tl_kt *) * threads);
+
+	*n = 0;
+	for (int i = 0; i < threads; i++)
+	{
+		tl_kt_config cfg = kt->cfg;
+
+		cfg.max_tokens = Max(cfg.window, TUTOR_KT_BATCH_TOKENS / threads);
+		cfg.lr = 0.0f;
+		kts[i] = palloc0(sizeof(tl_kt));
+		TUTOR_CHECK(tl_kt_create(kts[i], &cfg, 0), "preparing batch inference");
+		*n = i + 1;
+		memcpy(kts[i]->params.value, kt->params.value, sizeof(float) * kt->params.total);
+	}
+	return kts;
+}
+
+void
+tutor_kt_batch_instances_free(const tutor_kt_model *m, tl_kt **kts, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (kts[i] != &m->kt)
+			tl_kt_free(kts[i]);
+}
+
 /* PFA: P(correct) on skill s for a student with history h, on item (or the skill's typical item). */
 static float
 pfa_predict(const tutor_kt_model *m, const tutor_kt_history *h, int32 item, int32 skill)
@@ -170,18 +201,13 @@ skill_queries(const tutor_kt_model *m, int64 *n)
 	return q;
 }
 
-/* Append the mastery rows of one student to a tuplestore. */
+/* Append one student's mastery rows (probs answer the nq questions q) to a tuplestore. */
 static void
-emit_mastery(ReturnSetInfo *rsinfo, tutor_kt_model *m, const tutor_kt_history *h, const char *student_id)
+emit_mastery_rows(ReturnSetInfo *rsinfo, const tutor_kt_model *m, const tutor_kt_history *h,
+				  const char *student_id, const tl_kt_query *q, int64 nq, const float *probs)
 {
-	int64		nq;
-	tl_kt_query *q = skill_queries(m, &nq);
-	float	   *probs = palloc(sizeof(float) * Max(nq, 1));
 	int			off = student_id ? 1 : 0;
 
-	if (nq == 0)
-		return;
-	tutor_kt_predict(m, h, q, nq, probs);
 	for (int64 i = 0; i < nq; i++)
 	{
 		int32		s = q[i].skill;
@@ -197,6 +223,20 @@ emit_mastery(ReturnSetInfo *rsinfo, tutor_kt_model *m, const tutor_kt_history *h
 		nulls[off + 3] = !h->seen[s];
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+}
+
+/* Predict and append the mastery rows of one student. */
+static void
+emit_mastery(ReturnSetInfo *rsinfo, tutor_kt_model *m, const tutor_kt_history *h, const char *student_id)
+{
+	int64		nq;
+	tl_kt_query *q = skill_queries(m, &nq);
+	float	   *probs = palloc(sizeof(float) * Max(nq, 1));
+
+	if (nq == 0)
+		return;
+	tutor_kt_predict(m, h, q, nq, probs);
+	emit_mastery_rows(rsinfo, m, h, student_id, q, nq, probs);
 	pfree(q);
 	pfree(probs);
 }
@@ -267,29 +307,89 @@ tutor_predict_correct(PG_FUNCTION_ARGS)
 	PG_RETURN_FLOAT8((double) p);
 }
 
-/* State of a mastery_all scan. */
+#define MASTERY_BATCH_STUDENTS 256
+
+/*
+ * State of a mastery_all scan: students are queued and predicted a batch
+ * at a time (one Transformer copy per thread, as personalize does).
+ */
 typedef struct mastery_all_state
 {
 	ReturnSetInfo *rsinfo;
 	tutor_kt_model *model;
-	tutor_kt_history h;
-	MemoryContext per_student;
-	int64		students;
+	tl_kt	  **kts;			/* Transformer copies (NULL for PFA) */
+	int			n_kts;
+	tl_kt_query *queries;
+	int64		n_queries;
+	MemoryContext batch_cxt;	/* the queued students; reset per batch */
+	int32		n;
+	char	   *ids[MASTERY_BATCH_STUDENTS];
+	tutor_kt_history hist[MASTERY_BATCH_STUDENTS];
 } mastery_all_state;
+
+static void
+mastery_all_flush(mastery_all_state *s)
+{
+	tutor_kt_model *m = s->model;
+	MemoryContext old;
+	float	   *probs;
+
+	if (s->n == 0)
+		return;
+	old = MemoryContextSwitchTo(s->batch_cxt);
+	probs = palloc(sizeof(float) * s->n * s->n_queries);
+	if (s->kts)
+	{
+		int64	   *offsets = palloc(sizeof(int64) * (s->n + 1));
+		int64		total = 0;
+		int32	   *items,
+				   *skills;
+		float	   *correct;
+
+		for (int32 b = 0; b < s->n; b++)
+			total += s->hist[b].n;
+		items = palloc(sizeof(int32) * Max(total, 1));
+		skills = palloc(sizeof(int32) * Max(total, 1));
+		correct = palloc(sizeof(float) * Max(total, 1));
+		offsets[0] = 0;
+		for (int32 b = 0; b < s->n; b++)
+		{
+			const tutor_kt_history *h = &s->hist[b];
+
+			memcpy(items + offsets[b], h->items, sizeof(int32) * h->n);
+			memcpy(skills + offsets[b], h->skills, sizeof(int32) * h->n);
+			memcpy(correct + offsets[b], h->correct, sizeof(float) * h->n);
+			offsets[b + 1] = offsets[b] + h->n;
+		}
+		TUTOR_CHECK(tl_kt_predict_many(s->kts, s->n_kts, s->n, offsets, items, skills, correct,
+									   s->queries, s->n_queries, m->skill_mu_avg, m->skill_bias_avg, probs),
+					"knowledge-tracing prediction");
+	}
+	else
+		for (int32 b = 0; b < s->n; b++)
+			tutor_kt_predict(m, &s->hist[b], s->queries, s->n_queries, probs + b * s->n_queries);
+	for (int32 b = 0; b < s->n; b++)
+		emit_mastery_rows(s->rsinfo, m, &s->hist[b], s->ids[b], s->queries, s->n_queries,
+						  probs + b * s->n_queries);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(s->batch_cxt);
+	s->n = 0;
+}
 
 static void
 mastery_all_student(const tutor_kt_student *st, void *arg)
 {
 	mastery_all_state *s = arg;
-	MemoryContext old = MemoryContextSwitchTo(s->per_student);
+	MemoryContext old = MemoryContextSwitchTo(s->batch_cxt);
 
 	CHECK_FOR_INTERRUPTS();
-	tutor_kt_history_init(&s->h, s->model);
-	tutor_kt_history_load(st, &s->h);
-	emit_mastery(s->rsinfo, s->model, &s->h, st->id);
+	s->ids[s->n] = pstrdup(st->id);
+	tutor_kt_history_init(&s->hist[s->n], s->model);
+	tutor_kt_history_load(st, &s->hist[s->n]);
+	s->n++;
 	MemoryContextSwitchTo(old);
-	MemoryContextReset(s->per_student);
-	s->students++;
+	if (s->n == MASTERY_BATCH_STUDENTS)
+		mastery_all_flush(s);
 }
 
 /* tutor.mastery_all(model_name, students): every student of the source, one pass. */
@@ -308,10 +408,21 @@ tutor_mastery_all(PG_FUNCTION_ARGS)
 	SPI_connect();
 	state.rsinfo = rsinfo;
 	state.model = tutor_kt_load(model_name);
-	state.per_student = AllocSetContextCreate(CurrentMemoryContext, "tutor mastery_all student",
-											  ALLOCSET_DEFAULT_SIZES);
+	state.queries = skill_queries(state.model, &state.n_queries);
+	if (state.n_queries == 0)
+	{
+		SPI_finish();
+		return (Datum) 0;
+	}
+	if (state.model->kind == KT_KIND_TRANSFORMER)
+		state.kts = tutor_kt_batch_instances(state.model, &state.n_kts);
+	state.batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "tutor mastery_all batch",
+											ALLOCSET_DEFAULT_SIZES);
 	filter.students_sql = students ? tutor_source_from_sql(students) : NULL;
 	tutor_kt_scan(&state.model->source, &filter, mastery_all_student, &state, &stats);
+	mastery_all_flush(&state);
+	if (state.kts)
+		tutor_kt_batch_instances_free(state.model, state.kts, state.n_kts);
 	SPI_finish();
 	return (Datum) 0;
 }

@@ -652,8 +652,6 @@ typedef struct plan_batch
 } plan_batch;
 
 #define PLAN_BATCH_STUDENTS 256
-/* answers in flight in batch planning, over all threads: ~100 MB of activations at the defaults */
-#define PLAN_BATCH_TOKENS 2048
 
 static void
 batch_init(plan_batch *bt, const plan_request *r, int32 cap)
@@ -1197,41 +1195,6 @@ personalize_student(const tutor_kt_student *st, void *arg)
 	personalize_queue(w, st->id, st);
 }
 
-/*
- * Copies of the model's Transformer for batch planning, one per thread of
- * the core's pool (tutor.threads): each predicts its own groups of
- * students side by side with the others.  Together they hold about
- * PLAN_BATCH_TOKENS answers of activations; the cached model is sized
- * for one history at a time.
- */
-static void
-batch_sized_kts(plan_request *r)
-{
-	const tl_kt *kt = &r->model->kt;
-	int			n = tl_pool_threads();
-
-	r->kts = palloc0(sizeof(tl_kt *) * n);
-	for (int i = 0; i < n; i++)
-	{
-		tl_kt_config cfg = kt->cfg;
-
-		cfg.max_tokens = Max(cfg.window, PLAN_BATCH_TOKENS / n);
-		cfg.lr = 0.0f;
-		r->kts[i] = palloc0(sizeof(tl_kt));
-		r->n_kts = i + 1;
-		TUTOR_CHECK(tl_kt_create(r->kts[i], &cfg, 0), "preparing batch inference");
-		memcpy(r->kts[i]->params.value, kt->params.value, sizeof(float) * kt->params.total);
-	}
-}
-
-static void
-free_batch_sized_kts(plan_request *r)
-{
-	for (int i = 0; i < r->n_kts; i++)
-		if (r->kts[i] != &r->model->kt)
-			tl_kt_free(r->kts[i]);
-}
-
 static const char *const insert_plans_sql =
 "WITH p AS ("
 " INSERT INTO tutor.plans (student_id, plan_date, as_of, model_name, model_version, options)"
@@ -1348,7 +1311,7 @@ tutor_personalize(PG_FUNCTION_ARGS)
 	writer_reset_chunk(&w);
 	batch_init(&w.batch, &r, PLAN_BATCH_STUDENTS);
 	if (r.model->kind == KT_KIND_TRANSFORMER)
-		batch_sized_kts(&r);
+		r.kts = tutor_kt_batch_instances(r.model, &r.n_kts);
 
 	tutor_progress_begin(r.model->name, "personalize");
 	PG_TRY();
@@ -1388,7 +1351,7 @@ tutor_personalize(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	tl_plan_free(&r.plan);
-	free_batch_sized_kts(&r);
+	tutor_kt_batch_instances_free(r.model, r.kts, r.n_kts);
 
 	INSTR_TIME_SET_CURRENT(elapsed);
 	INSTR_TIME_SUBTRACT(elapsed, start);
