@@ -69,6 +69,12 @@ SELECT count(*) AS plans, count(DISTINCT student_id) AS students
 FROM tutor.plans WHERE plan_date = '2026-10-17';
 
 -- analyst functions: mastery per skill, students at risk, plan coverage
+-- mastery_all predicts students in batches, in groups side by side on the
+-- pool's threads; each row equals tutor.mastery's
+SELECT count(*) AS rows, max(abs(a.p_correct - m.p_correct)) < 1e-5 AS batched_equals_single
+FROM tutor.mastery_all('kt_small', 'kt.students') a,
+     LATERAL tutor.mastery(a.student_id::bigint, 'kt_small') m
+WHERE m.skill_id = a.skill_id;
 SELECT count(*) AS skills,
        bool_and(p10 <= median AND median <= p90) AS ordered,
        bool_and(mean_p BETWEEN 0 AND 1 AND mastered_share BETWEEN 0 AND 1) AS shares,
