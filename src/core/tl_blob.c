@@ -125,25 +125,6 @@ store_u64(uint8_t *p, uint64_t v)
 	store_u32(p + 4, (uint32_t) (v >> 32));
 }
 
-/* Float <-> bit pattern without aliasing tricks. */
-static uint32_t
-f32_bits(float f)
-{
-	uint32_t	u;
-
-	memcpy(&u, &f, sizeof(u));
-	return u;
-}
-
-static float
-f32_from_bits(uint32_t u)
-{
-	float		f;
-
-	memcpy(&f, &u, sizeof(f));
-	return f;
-}
-
 /* A tag as printable text for messages; odd bytes show as '?'. */
 typedef struct tl_tag_text
 {
@@ -349,7 +330,7 @@ tl_blob_put_i64(tl_blob_writer *w, int64_t v)
 tl_status
 tl_blob_put_f32(tl_blob_writer *w, float v)
 {
-	return tl_blob_put_u32(w, f32_bits(v));
+	return tl_blob_put_u32(w, tl_f32_bits(v));
 }
 
 tl_status
@@ -393,7 +374,7 @@ tl_blob_put_f32_array(tl_blob_writer *w, const float *p, size_t n)
 	TL_TRY(writer_reserve(w, n * 4));
 	dst = w->data + w->len;
 	for (size_t i = 0; i < n; i++)
-		store_u32(dst + 4 * i, f32_bits(p[i]));
+		store_u32(dst + 4 * i, tl_f32_bits(p[i]));
 	w->len += n * 4;
 	return TL_OK;
 }
@@ -632,7 +613,7 @@ tl_blob_get_f32(tl_blob_cursor *c, float *v)
 	uint32_t	u;
 
 	TL_TRY(tl_blob_get_u32(c, &u));
-	*v = f32_from_bits(u);
+	*v = tl_bits_f32(u);
 	return TL_OK;
 }
 
@@ -665,7 +646,7 @@ tl_blob_get_f32_array(tl_blob_cursor *c, float *out, size_t n)
 		return tl_fail(TL_ERR_ARG, "model weights are truncated in section %s: %zu floats needed, %zu bytes remain",
 					   tag_text(c->tag).s, n, c->remaining);
 	for (size_t i = 0; i < n; i++)
-		out[i] = f32_from_bits(tl_load_u32(c->pos + 4 * i));
+		out[i] = tl_bits_f32(tl_load_u32(c->pos + 4 * i));
 	c->pos += n * 4;
 	c->remaining -= n * 4;
 	return TL_OK;
@@ -827,7 +808,7 @@ tl_blob_get_params(const tl_blob_reader *r, tl_params *ps)
 
 		for (int64_t j = 0; j < p->numel; j++)
 		{
-			float		v = f32_from_bits(tl_load_u32(values + 4 * (size_t) (p->offset + j)));
+			float		v = tl_bits_f32(tl_load_u32(values + 4 * (size_t) (p->offset + j)));
 
 			if (!isfinite(v))
 				return tl_fail(TL_ERR_ARG,
@@ -836,6 +817,6 @@ tl_blob_get_params(const tl_blob_reader *r, tl_params *ps)
 		}
 	}
 	for (size_t k = 0; k < total; k++)
-		ps->value[k] = f32_from_bits(tl_load_u32(values + 4 * k));
+		ps->value[k] = tl_bits_f32(tl_load_u32(values + 4 * k));
 	return TL_OK;
 }

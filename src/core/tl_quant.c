@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "tl_alloc.h"
+#include "tl_bytes.h"
 #include "tl_pool.h"
 #include "tl_quant.h"
 #include "tl_quant_impl.h"
@@ -44,24 +45,6 @@ _Static_assert(sizeof(tl_block_q4_0) == 18 && sizeof(tl_block_q4_1) == 20 &&
 /* ======================================================================
  * Half precision and bfloat16
  * ====================================================================== */
-
-static inline uint32_t
-tl_f32_bits(float f)
-{
-	uint32_t	u;
-
-	memcpy(&u, &f, sizeof(u));
-	return u;
-}
-
-static inline float
-tl_bits_f32(uint32_t u)
-{
-	float		f;
-
-	memcpy(&f, &u, sizeof(f));
-	return f;
-}
 
 float
 tl_fp16_to_f32(uint16_t h)

@@ -90,9 +90,7 @@ static tl_gguf_value
 decode_scalar(tl_gguf_vtype t, const uint8_t *p)
 {
 	tl_gguf_value v;
-	uint32_t	u32;
 	uint64_t	u64;
-	float		f;
 	double		d;
 
 	memset(&v, 0, sizeof(v));
@@ -117,9 +115,7 @@ decode_scalar(tl_gguf_vtype t, const uint8_t *p)
 			v.i = (int32_t) tl_load_u32(p);
 			break;
 		case TL_GGUF_F32:
-			u32 = tl_load_u32(p);
-			memcpy(&f, &u32, sizeof(f));
-			v.f = f;
+			v.f = tl_bits_f32(tl_load_u32(p));
 			break;
 		case TL_GGUF_BOOL:
 			v.b = p[0] != 0;

@@ -557,6 +557,23 @@ contraction(const enc *e, size_t pos, size_t end, bool fold)
  * 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  * over code points [ini, end).
  */
+/*
+ * The end of the gpt2 and llama3 patterns at pos, with nws whitespace
+ * characters there: "\s+(?!\S)" keeps the last space for the next word,
+ * "\s+" takes a whitespace run at the end, else one character alone.
+ * Returns the position after what was emitted.
+ */
+static size_t
+split_whitespace_tail(enc *e, size_t pos, size_t nws, size_t end)
+{
+	if (nws > 1 && pos + nws < end)
+		nws--;
+	else if (nws == 0)
+		nws = 1;
+	emit(e, pos, pos + nws);
+	return pos + nws;
+}
+
 static void
 split_gpt2(enc *e, size_t ini, size_t end)
 {
@@ -589,20 +606,7 @@ split_gpt2(enc *e, size_t ini, size_t end)
 		nws = 0;
 		while (cat_at(e, pos + nws, end) == CAT_WS)
 			nws++;
-		if (nws > 1 && pos + nws < end)
-		{
-			emit(e, pos, pos + nws - 1);
-			pos += nws - 1;
-			continue;
-		}
-		if (nws > 0)
-		{
-			emit(e, pos, pos + nws);
-			pos += nws;
-			continue;
-		}
-		emit(e, pos, pos + 1);
-		pos++;
+		pos = split_whitespace_tail(e, pos, nws, end);
 	}
 }
 
@@ -701,20 +705,7 @@ split_llama3(enc *e, size_t ini, size_t end, size_t max_digits)
 			pos = last_rn;
 			continue;
 		}
-		if (nws > 1 && pos + nws < end)
-		{
-			emit(e, pos, pos + nws - 1);
-			pos += nws - 1;
-			continue;
-		}
-		if (nws > 0)
-		{
-			emit(e, pos, pos + nws);
-			pos += nws;
-			continue;
-		}
-		emit(e, pos, pos + 1);
-		pos++;
+		pos = split_whitespace_tail(e, pos, nws, end);
 	}
 }
 

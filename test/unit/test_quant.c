@@ -6,6 +6,7 @@
  * quantized matrix product on one and two pool threads.
  */
 #include "unit.h"
+#include "tl_bytes.h"
 #include "tl_pool.h"
 #include "tl_quant.h"
 
@@ -27,24 +28,6 @@ traits(tl_qtype type)
 	if (!t)
 		fail_msg("no traits for type %d", (int) type);
 	return t;
-}
-
-static float
-bits_to_float(uint32_t u)
-{
-	float		f;
-
-	memcpy(&f, &u, sizeof(f));
-	return f;
-}
-
-static uint32_t
-float_to_bits(float f)
-{
-	uint32_t	u;
-
-	memcpy(&u, &f, sizeof(u));
-	return u;
 }
 
 /* A row of n elements quantized to type (malloc'ed, 64-byte aligned). */
@@ -121,7 +104,7 @@ test_fp16_edges(void **state)
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 	{
-		uint16_t	h = tl_f32_to_fp16(bits_to_float(cases[i].f));
+		uint16_t	h = tl_f32_to_fp16(tl_bits_f32(cases[i].f));
 
 		if (h != cases[i].h)
 			fail_msg("fp16(0x%08x) = 0x%04x, expected 0x%04x", cases[i].f, h, cases[i].h);
@@ -140,11 +123,11 @@ test_fp16_edges(void **state)
 
 	/* NaN in, NaN out, even with a payload only in the low float bits */
 	{
-		uint16_t	h = tl_f32_to_fp16(bits_to_float(0x7f800001));
+		uint16_t	h = tl_f32_to_fp16(tl_bits_f32(0x7f800001));
 
 		assert_int_equal(h & 0x7c00, 0x7c00);
 		assert_true((h & 0x3ff) != 0);
-		h = tl_f32_to_fp16(bits_to_float(0xffc00000));
+		h = tl_f32_to_fp16(tl_bits_f32(0xffc00000));
 		assert_int_equal(h, 0xfe00);
 	}
 
@@ -186,16 +169,16 @@ test_bf16_edges(void **state)
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 	{
-		uint16_t	h = tl_f32_to_bf16(bits_to_float(cases[i].f));
+		uint16_t	h = tl_f32_to_bf16(tl_bits_f32(cases[i].f));
 
 		if (h != cases[i].h)
 			fail_msg("bf16(0x%08x) = 0x%04x, expected 0x%04x", cases[i].f, h, cases[i].h);
 	}
 	assert_true(tl_bf16_to_f32(0x4049) == 3.140625f);
-	assert_true(tl_bf16_to_f32(0x0001) == bits_to_float(0x00010000));	/* subnormal */
+	assert_true(tl_bf16_to_f32(0x0001) == tl_bits_f32(0x00010000));	/* subnormal */
 	{
 		/* a NaN whose payload lies only in the dropped bits stays NaN */
-		uint16_t	h = tl_f32_to_bf16(bits_to_float(0x7f800001));
+		uint16_t	h = tl_f32_to_bf16(tl_bits_f32(0x7f800001));
 
 		assert_true(isnan(tl_bf16_to_f32(h)));
 	}
@@ -205,7 +188,7 @@ test_bf16_edges(void **state)
 
 		if (isnan(f))
 			continue;
-		assert_int_equal(float_to_bits(f), h << 16);
+		assert_int_equal(tl_f32_bits(f), h << 16);
 		if (tl_f32_to_bf16(f) != h)
 			fail_msg("bf16 0x%04x -> %g -> 0x%04x", h, (double) f, tl_f32_to_bf16(f));
 	}
