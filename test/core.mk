@@ -39,6 +39,10 @@ build/asan/test_%: test/unit/test_%.c test/unit/unit.h $(ASAN_LIB)
 build/core/bench_core: test/bench/bench_core.c $(CORE_LIB)
 	$(CC) $(CORE_CFLAGS) -O3 $< $(CORE_LIB) $(CORE_LDLIBS) -o $@
 
+# The LLM runtime from the command line (test/bench/llm_oracle.py drives it).
+build/core/llm_run: test/bench/llm_run.c $(CORE_LIB)
+	$(CC) $(CORE_CFLAGS) -O3 $< $(CORE_LIB) $(CORE_LDLIBS) -o $@
+
 # Each test binary prints cmocka's summary; make stops on the first failure.
 check-core: $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do echo "== $$t"; $$t || exit 1; done

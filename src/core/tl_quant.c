@@ -223,6 +223,13 @@ tl_vec_dot_f16(int64_t n, const void *w, const void *a)
 	return s;
 }
 
+static void
+tl_f16_axpy(int64_t n, float a, const uint16_t *x, float *y)
+{
+	for (int64_t i = 0; i < n; i++)
+		y[i] += a * tl_half_to_float(x[i]);
+}
+
 static float
 tl_vec_dot_bf16(int64_t n, const void *w, const void *a)
 {
@@ -457,6 +464,28 @@ tl_q5_1_to_float(const void *src, float *y, int64_t n)
 	}
 }
 
+/*
+ * Q8_0 and Q8_1 quantize as ggml's AVX2 path does (its activations go
+ * through it): q = round-half-even(x * 127/amax), with the unrounded
+ * scale, and d stored in fp16.  Q8_1 keeps s = fp16(d * sum(q)) as well,
+ * for the min term of Q4_1 and Q5_1.
+ */
+static float
+tl_q8_block(const float *x, int8_t *qs, int *sum)
+{
+	float		amax = 0.0f,
+				id;
+	int			s = 0;
+
+	for (int j = 0; j < TL_QK; j++)
+		amax = fmaxf(amax, fabsf(x[j]));
+	id = amax > 0.0f && isfinite(amax) ? 127.0f / amax : 0.0f;
+	for (int j = 0; j < TL_QK; j++)
+		s += (qs[j] = (int8_t) tl_qround(x[j] * id, -127, 127));
+	*sum = s;
+	return isfinite(amax) ? amax / 127.0f : 0.0f;
+}
+
 static void
 tl_q8_0_from_float(const float *x, void *dst, int64_t n)
 {
@@ -464,16 +493,38 @@ tl_q8_0_from_float(const float *x, void *dst, int64_t n)
 
 	for (int64_t b = 0; b < n / TL_QK; b++, x += TL_QK)
 	{
-		float		smax,
-					lo,
-					hi,
-					d,
-					id;
+		int			sum;
 
-		tl_block_range(x, TL_QK, &smax, &lo, &hi);
-		y[b].d = tl_half_scale(fabsf(smax) / 127.0f, &d, &id);
+		y[b].d = tl_f32_to_fp16(tl_q8_block(x, y[b].qs, &sum));
+	}
+}
+
+static void
+tl_q8_1_from_float(const float *x, void *dst, int64_t n)
+{
+	tl_block_q8_1 *y = dst;
+
+	for (int64_t b = 0; b < n / TL_QK; b++, x += TL_QK)
+	{
+		int			sum;
+		float		d = tl_q8_block(x, y[b].qs, &sum);
+
+		y[b].d = tl_f32_to_fp16(d);
+		y[b].s = tl_f32_to_fp16(d * (float) sum);
+	}
+}
+
+static void
+tl_q8_1_to_float(const void *src, float *y, int64_t n)
+{
+	const tl_block_q8_1 *x = src;
+
+	for (int64_t b = 0; b < n / TL_QK; b++, y += TL_QK)
+	{
+		float		d = FP16(x[b].d);
+
 		for (int j = 0; j < TL_QK; j++)
-			y[b].qs[j] = (int8_t) tl_qround(x[j] * id, -127, 127);
+			y[j] = d * (float) x[b].qs[j];
 	}
 }
 
@@ -489,17 +540,6 @@ tl_q8_0_to_float(const void *src, float *y, int64_t n)
 		for (int j = 0; j < TL_QK; j++)
 			y[j] = d * (float) x[b].qs[j];
 	}
-}
-
-/* sum of the 32 int8 of an activation block */
-static inline int
-tl_q8_0_sum(const tl_block_q8_0 *a)
-{
-	int			s = 0;
-
-	for (int j = 0; j < TL_QK; j++)
-		s += a->qs[j];
-	return s;
 }
 
 static float
@@ -521,21 +561,21 @@ tl_vec_dot_q4_0_q8_0(int64_t n, const void *w, const void *act)
 	return s;
 }
 
+/* Q4_1 and Q5_1 against Q8_1: d*da*sum(q*qa) + m*s, as ggml computes it */
 static float
-tl_vec_dot_q4_1_q8_0(int64_t n, const void *w, const void *act)
+tl_vec_dot_q4_1_q8_1(int64_t n, const void *w, const void *act)
 {
 	const tl_block_q4_1 *x = w;
-	const tl_block_q8_0 *a = act;
+	const tl_block_q8_1 *a = act;
 	float		s = 0.0f;
 
 	for (int64_t b = 0; b < n / TL_QK; b++)
 	{
 		int			isum = 0;
-		float		da = FP16(a[b].d);
 
 		for (int j = 0; j < TL_QK / 2; j++)
 			isum += (x[b].qs[j] & 0x0f) * a[b].qs[j] + (x[b].qs[j] >> 4) * a[b].qs[j + TL_QK / 2];
-		s += FP16(x[b].d) * da * (float) isum + FP16(x[b].m) * da * (float) tl_q8_0_sum(&a[b]);
+		s += FP16(x[b].d) * FP16(a[b].d) * (float) isum + FP16(x[b].m) * FP16(a[b].s);
 	}
 	return s;
 }
@@ -561,22 +601,21 @@ tl_vec_dot_q5_0_q8_0(int64_t n, const void *w, const void *act)
 }
 
 static float
-tl_vec_dot_q5_1_q8_0(int64_t n, const void *w, const void *act)
+tl_vec_dot_q5_1_q8_1(int64_t n, const void *w, const void *act)
 {
 	const tl_block_q5_1 *x = w;
-	const tl_block_q8_0 *a = act;
+	const tl_block_q8_1 *a = act;
 	float		s = 0.0f;
 
 	for (int64_t b = 0; b < n / TL_QK; b++)
 	{
 		int			q[TL_QK],
 					isum = 0;
-		float		da = FP16(a[b].d);
 
 		tl_unpack5(x[b].qs, x[b].qh, q);
 		for (int j = 0; j < TL_QK; j++)
 			isum += q[j] * a[b].qs[j];
-		s += FP16(x[b].d) * da * (float) isum + FP16(x[b].m) * da * (float) tl_q8_0_sum(&a[b]);
+		s += FP16(x[b].d) * FP16(a[b].d) * (float) isum + FP16(x[b].m) * FP16(a[b].s);
 	}
 	return s;
 }
@@ -1145,12 +1184,12 @@ static const tl_qtype_traits tl_qtype_table[TL_QT_LIMIT] = {
 	tl_vec_dot_bf16, AVX2(tl_vec_dot_bf16_avx2)},
 	[TL_QT_Q4_0] = {"Q4_0", TL_QK, sizeof(tl_block_q4_0), TL_QT_Q8_0, tl_q4_0_to_float, tl_q4_0_from_float,
 	tl_vec_dot_q4_0_q8_0, AVX2(tl_vec_dot_q4_0_q8_0_avx2)},
-	[TL_QT_Q4_1] = {"Q4_1", TL_QK, sizeof(tl_block_q4_1), TL_QT_Q8_0, tl_q4_1_to_float, tl_q4_1_from_float,
-	tl_vec_dot_q4_1_q8_0, AVX2(tl_vec_dot_q4_1_q8_0_avx2)},
+	[TL_QT_Q4_1] = {"Q4_1", TL_QK, sizeof(tl_block_q4_1), TL_QT_Q8_1, tl_q4_1_to_float, tl_q4_1_from_float,
+	tl_vec_dot_q4_1_q8_1, AVX2(tl_vec_dot_q4_1_q8_1_avx2)},
 	[TL_QT_Q5_0] = {"Q5_0", TL_QK, sizeof(tl_block_q5_0), TL_QT_Q8_0, tl_q5_0_to_float, tl_q5_0_from_float,
 	tl_vec_dot_q5_0_q8_0, AVX2(tl_vec_dot_q5_0_q8_0_avx2)},
-	[TL_QT_Q5_1] = {"Q5_1", TL_QK, sizeof(tl_block_q5_1), TL_QT_Q8_0, tl_q5_1_to_float, tl_q5_1_from_float,
-	tl_vec_dot_q5_1_q8_0, AVX2(tl_vec_dot_q5_1_q8_0_avx2)},
+	[TL_QT_Q5_1] = {"Q5_1", TL_QK, sizeof(tl_block_q5_1), TL_QT_Q8_1, tl_q5_1_to_float, tl_q5_1_from_float,
+	tl_vec_dot_q5_1_q8_1, AVX2(tl_vec_dot_q5_1_q8_1_avx2)},
 	[TL_QT_Q8_0] = {"Q8_0", TL_QK, sizeof(tl_block_q8_0), TL_QT_Q8_0, tl_q8_0_to_float, tl_q8_0_from_float,
 	tl_vec_dot_q8_0_q8_0, AVX2(tl_vec_dot_q8_0_q8_0_avx2)},
 	[TL_QT_Q4_K] = {"Q4_K", TL_QK_K, sizeof(tl_block_q4_K), TL_QT_Q8_K, tl_q4_K_to_float, tl_q4_K_from_float,
@@ -1166,7 +1205,9 @@ static const tl_qtype_traits tl_qtype_table[TL_QT_LIMIT] = {
 	 * Storage only: readable in a GGUF file, not computable yet.  Bytes per
 	 * block as ggml lays them out (see tl_quant.h).
 	 */
-	[TL_QT_Q8_1] = {"Q8_1", TL_QK, 2 + 2 + TL_QK, TL_QT_Q8_1, NULL, NULL, NULL, NULL},
+	/* an activation format: conversions, but no dot product as weights */
+	[TL_QT_Q8_1] = {"Q8_1", TL_QK, sizeof(tl_block_q8_1), TL_QT_Q8_1, tl_q8_1_to_float, tl_q8_1_from_float,
+	NULL, NULL},
 	[TL_QT_Q2_K] = {"Q2_K", TL_QK_K, TL_QK_K / 16 + TL_QK_K / 4 + 2 + 2, TL_QT_Q8_K, NULL, NULL, NULL, NULL},
 	[TL_QT_Q3_K] = {"Q3_K", TL_QK_K, TL_QK_K / 8 + TL_QK_K / 4 + 12 + 2, TL_QT_Q8_K, NULL, NULL, NULL, NULL},
 };
@@ -1221,15 +1262,24 @@ tl_cpu_has_f16c(void)
 }
 #endif
 
+/* What the CPU and the environment allow, decided once (-1: not yet). */
+static atomic_int tl_quant_simd_usable = -1;
+
 bool
 tl_quant_simd_active(void)
 {
 #if TL_QUANT_X86
-	const char *env = getenv("TL_QUANT_SCALAR");
+	int			usable = atomic_load(&tl_quant_simd_usable);
 
-	if (atomic_load(&tl_quant_scalar_forced) || (env && *env && strcmp(env, "0") != 0))
-		return false;
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && tl_cpu_has_f16c();
+	if (usable < 0)
+	{
+		const char *env = getenv("TL_QUANT_SCALAR");
+
+		usable = !(env && *env && strcmp(env, "0") != 0) &&
+			__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && tl_cpu_has_f16c();
+		atomic_store(&tl_quant_simd_usable, usable);
+	}
+	return usable && !atomic_load(&tl_quant_scalar_forced);
 #else
 	return false;
 #endif
@@ -1247,24 +1297,51 @@ tl_quant_vec_dot(tl_qtype type)
 	return t->vec_dot;
 }
 
+tl_f16_axpy_fn
+tl_quant_f16_axpy(void)
+{
+#if TL_QUANT_X86
+	if (tl_quant_simd_active())
+		return tl_f16_axpy_avx2;
+#endif
+	return tl_f16_axpy;
+}
+
 /* ======================================================================
  * Matrix-vector products on the pool
  * ====================================================================== */
 
-typedef struct tl_qmm_job
+/*
+ * One matmul job covers several weight matrices that read the same input
+ * (Q, K and V; gate and up): the input is converted once per activation
+ * type, and one pool run covers the rows of all of them, so the threads
+ * meet once per group instead of once per matrix.
+ */
+#define TL_QMM_MAX 4
+
+typedef struct tl_qmm_part
 {
 	const uint8_t *w;
 	size_t		w_row;			/* bytes per weight row */
-	const float *x;
-	const uint8_t *a;			/* activations in vec_dot_type */
-	uint8_t    *abuf;			/* ... when converted here (owned) */
+	const uint8_t *a;			/* activations in the part's vec_dot_type */
 	size_t		a_row;			/* bytes per activation row */
 	float	   *y;
-	int64_t		rows,
-				cols,
-				n;
-	tl_from_float_fn quantize;
+	int64_t		rows;
+	int64_t		first;			/* index of its first row in the job */
 	tl_vec_dot_fn dot;
+} tl_qmm_part;
+
+typedef struct tl_qmm_job
+{
+	tl_qmm_part parts[TL_QMM_MAX];
+	int			n_parts;
+	int64_t		n;				/* vectors */
+	/* activation conversion, one type at a time */
+	const float *x;
+	int64_t		cols;
+	uint8_t    *abuf;
+	size_t		a_row;
+	tl_from_float_fn quantize;
 } tl_qmm_job;
 
 static void
@@ -1280,83 +1357,147 @@ static void
 tl_qmm_rows(void *arg, int64_t begin, int64_t end, int worker)
 {
 	const tl_qmm_job *j = arg;
+	int			p = 0;
 
-	for (int64_t r = begin; r < end; r++)
+	while (p + 1 < j->n_parts && begin >= j->parts[p + 1].first)
+		p++;
+	for (int64_t i = begin; i < end; i++)
 	{
-		const uint8_t *wr = j->w + (size_t) r * j->w_row;
+		const tl_qmm_part *part;
+		int64_t		r;
+		const uint8_t *wr;
 
+		while (p + 1 < j->n_parts && i >= j->parts[p + 1].first)
+			p++;
+		part = &j->parts[p];
+		r = i - part->first;
+		wr = part->w + (size_t) r * part->w_row;
 		for (int64_t v = 0; v < j->n; v++)
-			j->y[v * j->rows + r] = j->dot(j->cols, wr, j->a + (size_t) v * j->a_row);
+			part->y[v * part->rows + r] = part->dot(j->cols, wr, part->a + (size_t) v * part->a_row);
 	}
+}
+
+/* Check one product's arguments; returns its traits through *tp. */
+static tl_status
+tl_qmm_check(const tl_qmm_spec *s, int64_t cols, const float *x, int64_t n,
+			 const tl_qtype_traits **tp)
+{
+	const tl_qtype_traits *t = tl_qtype_info((int) s->type);
+	const tl_qtype_traits *at;
+	size_t		align;
+
+	if (!t)
+		return tl_fail(TL_ERR_ARG, "quantized matmul: unknown tensor type %d", (int) s->type);
+	at = tl_qtype_info((int) t->vec_dot_type);
+	if (!t->vec_dot || !at || (t->vec_dot_type != TL_QT_F32 && !at->from_float))
+		return tl_fail(TL_ERR_UNAVAILABLE,
+					   "quantized matmul: %s is storage-only here (no dot product for it yet)", t->name);
+	if (!s->y || !s->w || !x)
+		return tl_fail(TL_ERR_ARG, "quantized matmul: missing %s", !s->y ? "output" : !s->w ? "weights" : "input");
+	if (s->rows < 1 || cols < 1 || n < 1)
+		return tl_fail(TL_ERR_SHAPE, "quantized matmul: extents %lld x %lld with %lld vectors must be positive",
+					   (long long) s->rows, (long long) cols, (long long) n);
+	if (cols % t->block_size != 0 || cols % at->block_size != 0)
+		return tl_fail(TL_ERR_SHAPE, "quantized matmul: %s rows of %lld are not whole blocks of %d",
+					   t->name, (long long) cols,
+					   (int) (cols % t->block_size != 0 ? t->block_size : at->block_size));
+	if (s->rows > INT64_MAX / cols || n > INT64_MAX / cols || n > INT64_MAX / s->rows ||
+		(size_t) s->rows > SIZE_MAX / tl_qtype_row_size(s->type, cols))
+		return tl_fail(TL_ERR_SHAPE, "quantized matmul: extents overflow");
+	align = (s->type == TL_QT_F32 || s->type == TL_QT_Q8_K) ? 4 : 2;
+	if ((uintptr_t) s->w % align != 0 || (uintptr_t) x % sizeof(float) != 0 ||
+		(uintptr_t) s->y % sizeof(float) != 0)
+		return tl_fail(TL_ERR_ARG, "quantized matmul: %s weights, input or output misaligned", t->name);
+	*tp = t;
+	return TL_OK;
+}
+
+tl_status
+tl_quant_matmul_multi(const tl_qmm_spec *specs, int n_specs, int64_t cols,
+					  const float *x, int64_t n)
+{
+	tl_qmm_job	job = {0};
+	const tl_qtype_traits *traits[TL_QMM_MAX];
+	uint8_t    *converted[TL_QMM_MAX] = {0};
+	tl_qtype	converted_type[TL_QMM_MAX];
+	int			n_converted = 0;
+	int64_t		total = 0,
+				threads,
+				grain;
+	tl_status	rc = TL_OK;
+
+	if (!specs || n_specs < 1 || n_specs > TL_QMM_MAX)
+		return tl_fail(TL_ERR_ARG, "quantized matmul: %d products in one call (1..%d)", n_specs, TL_QMM_MAX);
+	for (int i = 0; i < n_specs; i++)
+	{
+		TL_TRY(tl_qmm_check(&specs[i], cols, x, n, &traits[i]));
+		if (specs[i].rows > INT64_MAX - total)
+			return tl_fail(TL_ERR_SHAPE, "quantized matmul: extents overflow");
+		total += specs[i].rows;
+	}
+
+	job.n = n;
+	job.x = x;
+	job.cols = cols;
+	job.n_parts = n_specs;
+	for (int i = 0; i < n_specs; i++)
+	{
+		tl_qmm_part *part = &job.parts[i];
+		tl_qtype	at = traits[i]->vec_dot_type;
+
+		part->w = specs[i].w;
+		part->w_row = tl_qtype_row_size(specs[i].type, cols);
+		part->y = specs[i].y;
+		part->rows = specs[i].rows;
+		part->first = i == 0 ? 0 : job.parts[i - 1].first + job.parts[i - 1].rows;
+		part->dot = tl_quant_vec_dot(specs[i].type);
+		part->a_row = tl_qtype_row_size(at, cols);
+		if (at == TL_QT_F32)
+		{
+			part->a = (const uint8_t *) x;
+			continue;
+		}
+		/* convert the input once per activation type */
+		for (int c = 0; c < n_converted; c++)
+			if (converted_type[c] == at)
+				part->a = converted[c];
+		if (part->a)
+			continue;
+		if ((size_t) n > SIZE_MAX / part->a_row ||
+			!(converted[n_converted] = tl_alloc((size_t) n, part->a_row)))
+		{
+			rc = tl_fail(TL_ERR_NOMEM, "quantized matmul: no memory for %lld x %lld activations",
+						 (long long) n, (long long) cols);
+			goto done;
+		}
+		converted_type[n_converted] = at;
+		part->a = converted[n_converted++];
+		job.abuf = (uint8_t *) part->a;
+		job.a_row = part->a_row;
+		job.quantize = tl_qtype_info((int) at)->from_float;
+		tl_pool_run(n, 1, tl_qmm_quantize, &job);
+	}
+
+	/* small chunks balance the threads; each still covers >= 16 rows */
+	threads = tl_pool_threads();
+	grain = total / (4 * threads);
+	if (grain < 16)
+		grain = 16;
+	tl_pool_run(total, grain, tl_qmm_rows, &job);
+
+done:
+	for (int c = 0; c < n_converted; c++)
+		tl_free(converted[c]);
+	return rc;
 }
 
 tl_status
 tl_quant_matmul(float *y, const void *w, tl_qtype type, int64_t rows, int64_t cols,
 				const float *x, int64_t n)
 {
-	const tl_qtype_traits *t = tl_qtype_info((int) type);
-	const tl_qtype_traits *at;
-	tl_qmm_job	job = {0};
-	size_t		align;
-	int64_t		threads,
-				grain;
+	tl_qmm_spec spec = {.y = y, .w = w, .type = type, .rows = rows};
 
-	if (!t)
-		return tl_fail(TL_ERR_ARG, "quantized matmul: unknown tensor type %d", (int) type);
-	at = tl_qtype_info((int) t->vec_dot_type);
-	if (!t->vec_dot || !at || (t->vec_dot_type != TL_QT_F32 && !at->from_float))
-		return tl_fail(TL_ERR_UNAVAILABLE,
-					   "quantized matmul: %s is storage-only here (no dot product for it yet)", t->name);
-	if (!y || !w || !x)
-		return tl_fail(TL_ERR_ARG, "quantized matmul: missing %s", !y ? "output" : !w ? "weights" : "input");
-	if (rows < 1 || cols < 1 || n < 1)
-		return tl_fail(TL_ERR_SHAPE, "quantized matmul: extents %lld x %lld with %lld vectors must be positive",
-					   (long long) rows, (long long) cols, (long long) n);
-	if (cols % t->block_size != 0)
-		return tl_fail(TL_ERR_SHAPE, "quantized matmul: %s rows of %lld are not whole blocks of %d",
-					   t->name, (long long) cols, (int) t->block_size);
-	if (rows > INT64_MAX / cols || n > INT64_MAX / cols || n > INT64_MAX / rows)
-		return tl_fail(TL_ERR_SHAPE, "quantized matmul: extents overflow");
-	align = (type == TL_QT_F32 || type == TL_QT_Q8_K) ? 4 : 2;
-	if ((uintptr_t) w % align != 0 || (uintptr_t) x % sizeof(float) != 0 || (uintptr_t) y % sizeof(float) != 0)
-		return tl_fail(TL_ERR_ARG, "quantized matmul: %s weights, input or output misaligned", t->name);
-
-	job.w = w;
-	job.w_row = tl_qtype_row_size(type, cols);
-	job.x = x;
-	job.y = y;
-	job.rows = rows;
-	job.cols = cols;
-	job.n = n;
-	job.dot = tl_quant_vec_dot(type);
-	job.a_row = tl_qtype_row_size(t->vec_dot_type, cols);
-	if (job.a_row == 0)
-		return tl_fail(TL_ERR_SHAPE, "quantized matmul: rows of %lld are not whole blocks of %s",
-					   (long long) cols, at->name);
-	if ((size_t) rows > SIZE_MAX / job.w_row || (size_t) n > SIZE_MAX / job.a_row)
-		return tl_fail(TL_ERR_SHAPE, "quantized matmul: extents overflow");
-	if (t->vec_dot_type == TL_QT_F32)
-		job.a = (const uint8_t *) x;
-	else
-	{
-		job.abuf = tl_alloc((size_t) n, job.a_row);
-		if (!job.abuf)
-			return tl_fail(TL_ERR_NOMEM, "quantized matmul: no memory for %lld x %lld activations",
-						   (long long) n, (long long) cols);
-		job.a = job.abuf;
-		job.quantize = at->from_float;
-		tl_pool_run(n, 1, tl_qmm_quantize, &job);
-	}
-
-	/* small chunks balance the threads; each still covers >= 16 rows */
-	threads = tl_pool_threads();
-	grain = rows / (4 * threads);
-	if (grain < 16)
-		grain = 16;
-	tl_pool_run(rows, grain, tl_qmm_rows, &job);
-
-	tl_free(job.abuf);
-	return TL_OK;
+	return tl_quant_matmul_multi(&spec, 1, cols, x, n);
 }
 
 tl_status

@@ -17,7 +17,7 @@
  *   Q5_0      32     22  d:f16, qh:u32, qs[16]: 5th bit of x[i] is bit i of qh; x = d*(q-16)
  *   Q5_1      32     24  d:f16, m:f16, qh:u32, qs[16]: x = d*q + m
  *   Q8_0      32     34  d:f16, qs[32] int8: x = d*q
- *   Q8_1      32     36  d:f16, s:f16 (d times the sum of qs), qs[32] int8  (storage only)
+ *   Q8_1      32     36  d:f16, s:f16 (d times the sum of qs), qs[32] int8  (activations only)
  *   Q2_K     256     84  scales[16], qs[64], d:f16, dmin:f16               (storage only)
  *   Q3_K     256    110  hmask[32], qs[64], scales[12], d:f16              (storage only)
  *   Q4_K     256    144  d:f16, dmin:f16, scales[12], qs[128]
@@ -39,7 +39,8 @@
  *
  * Dot products take one row of weights and one row of activations
  * already converted to the weight type's activation type (vec_dot_type):
- * Q8_0 for the 32-blocks, Q8_K for the K-quants, F32 for the float
+ * Q8_1 for Q4_1 and Q5_1 (its stored block sums serve their minimums),
+ * Q8_0 for the other 32-blocks, Q8_K for the K-quants, F32 for the float
  * formats.  Each type has a scalar reference; most have an AVX2 version
  * as well, chosen at run time when the CPU has AVX2, FMA and F16C (set the
  * environment variable TL_QUANT_SCALAR=1, or call
@@ -70,7 +71,7 @@ typedef enum tl_qtype
 	TL_QT_Q5_0 = 6,
 	TL_QT_Q5_1 = 7,
 	TL_QT_Q8_0 = 8,
-	TL_QT_Q8_1 = 9,				/* storage only */
+	TL_QT_Q8_1 = 9,				/* activations of Q4_1, Q5_1 */
 	TL_QT_Q2_K = 10,			/* storage only */
 	TL_QT_Q3_K = 11,			/* storage only */
 	TL_QT_Q4_K = 12,
@@ -119,6 +120,13 @@ typedef struct tl_block_q8_0
 	uint16_t	d;
 	int8_t		qs[TL_QK];
 } tl_block_q8_0;
+
+typedef struct tl_block_q8_1
+{
+	uint16_t	d;
+	uint16_t	s;				/* d times the sum of qs */
+	int8_t		qs[TL_QK];
+} tl_block_q8_1;
 
 typedef struct tl_block_q4_K
 {
@@ -192,6 +200,13 @@ size_t		tl_qtype_row_size(tl_qtype type, int64_t n);
  */
 tl_vec_dot_fn tl_quant_vec_dot(tl_qtype type);
 
+/*
+ * y[i] += a * x[i] over n half-precision x: the weighted sum of cached
+ * attention values.  The AVX2 version when the CPU has it, as above.
+ */
+typedef void (*tl_f16_axpy_fn) (int64_t n, float a, const uint16_t *x, float *y);
+tl_f16_axpy_fn tl_quant_f16_axpy(void);
+
 /* Force (or stop forcing) the scalar references; for tests and benches. */
 void		tl_quant_force_scalar(bool on);
 
@@ -221,5 +236,23 @@ tl_status	tl_quant_matvec(float *y, const void *w, tl_qtype type,
  */
 tl_status	tl_quant_matmul(float *y, const void *w, tl_qtype type,
 							int64_t rows, int64_t cols, const float *x, int64_t n);
+
+/*
+ * Several products that share one input: specs[i].y = W_i x for each of
+ * 1..4 weight matrices with `cols` columns (Q, K and V of an attention
+ * layer; the gate and up projections of a feed-forward one).  The input
+ * is converted once per activation type and all rows go to the pool in
+ * one run.  Errors as for tl_quant_matmul, checked before any work.
+ */
+typedef struct tl_qmm_spec
+{
+	float	   *y;				/* (n, rows) */
+	const void *w;				/* (rows, cols) in type */
+	tl_qtype	type;
+	int64_t		rows;
+} tl_qmm_spec;
+
+tl_status	tl_quant_matmul_multi(const tl_qmm_spec *specs, int n_specs, int64_t cols,
+								  const float *x, int64_t n);
 
 #endif							/* TL_QUANT_H */

@@ -141,6 +141,18 @@ tl_vec_dot_f16_avx2(int64_t n, const void *w, const void *a)
 	return s;
 }
 
+TL_AVX2 void
+tl_f16_axpy_avx2(int64_t n, float a, const uint16_t *x, float *y)
+{
+	__m256		av = _mm256_set1_ps(a);
+	int64_t		i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, tl_load_f16x8(x + i), _mm256_loadu_ps(y + i)));
+	for (; i < n; i++)
+		y[i] += a * H2F(x[i]);
+}
+
 static inline TL_AVX2 __m256
 tl_load_bf16x8(const uint16_t *p)
 {
@@ -221,24 +233,21 @@ tl_vec_dot_q4_0_q8_0_avx2(int64_t n, const void *w, const void *act)
 	return TL_ACCUMULATED;
 }
 
-/* d * q.a and m * sum(a) */
+/* d * da * q.a, and m * s (s = da * sum(a), kept in the Q8_1 block) */
 static inline TL_AVX2 void
-tl_q4_1_block(const tl_block_q4_1 *x, const tl_block_q8_0 *a, __m256 *acc, __m256 *accm)
+tl_q4_1_block(const tl_block_q4_1 *x, const tl_block_q8_1 *a, __m256 *acc, __m256 *accm)
 {
-	__m256i		av = tl_load32(a->qs);
-	__m256i		p = tl_dot_u8_i8(tl_nibbles32(x->qs), av);
-	__m256i		sa = tl_dot_u8_i8(_mm256_set1_epi8(1), av);
-	float		da = H2F(a->d);
+	__m256i		p = tl_dot_u8_i8(tl_nibbles32(x->qs), tl_load32(a->qs));
 
-	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * da), _mm256_cvtepi32_ps(p), *acc);
-	*accm = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->m) * da), _mm256_cvtepi32_ps(sa), *accm);
+	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
+	*accm = _mm256_add_ps(_mm256_set1_ps(H2F(x->m) * H2F(a->s) * 0.125f), *accm);
 }
 
 TL_AVX2 float
-tl_vec_dot_q4_1_q8_0_avx2(int64_t n, const void *w, const void *act)
+tl_vec_dot_q4_1_q8_1_avx2(int64_t n, const void *w, const void *act)
 {
 	const tl_block_q4_1 *x = w;
-	const tl_block_q8_0 *a = act;
+	const tl_block_q8_1 *a = act;
 	TL_ACCUMULATORS;
 
 	TL_TWO_BY_TWO(tl_q4_1_block, x, a, n / TL_QK);
@@ -277,22 +286,19 @@ tl_vec_dot_q5_0_q8_0_avx2(int64_t n, const void *w, const void *act)
 }
 
 static inline TL_AVX2 void
-tl_q5_1_block(const tl_block_q5_1 *x, const tl_block_q8_0 *a, __m256 *acc, __m256 *accm)
+tl_q5_1_block(const tl_block_q5_1 *x, const tl_block_q8_1 *a, __m256 *acc, __m256 *accm)
 {
-	__m256i		av = tl_load32(a->qs);
-	__m256i		p = tl_dot_u8_i8(tl_levels5(x->qs, x->qh), av);
-	__m256i		sa = tl_dot_u8_i8(_mm256_set1_epi8(1), av);
-	float		da = H2F(a->d);
+	__m256i		p = tl_dot_u8_i8(tl_levels5(x->qs, x->qh), tl_load32(a->qs));
 
-	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * da), _mm256_cvtepi32_ps(p), *acc);
-	*accm = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->m) * da), _mm256_cvtepi32_ps(sa), *accm);
+	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
+	*accm = _mm256_add_ps(_mm256_set1_ps(H2F(x->m) * H2F(a->s) * 0.125f), *accm);
 }
 
 TL_AVX2 float
-tl_vec_dot_q5_1_q8_0_avx2(int64_t n, const void *w, const void *act)
+tl_vec_dot_q5_1_q8_1_avx2(int64_t n, const void *w, const void *act)
 {
 	const tl_block_q5_1 *x = w;
-	const tl_block_q8_0 *a = act;
+	const tl_block_q8_1 *a = act;
 	TL_ACCUMULATORS;
 
 	TL_TWO_BY_TWO(tl_q5_1_block, x, a, n / TL_QK);

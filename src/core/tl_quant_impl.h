@@ -39,11 +39,12 @@ void		tl_k4_unpack_scales(const uint8_t *s, uint8_t *sc, uint8_t *m);
 
 float		tl_vec_dot_f32_avx2(int64_t n, const void *w, const void *a);
 float		tl_vec_dot_f16_avx2(int64_t n, const void *w, const void *a);
+void		tl_f16_axpy_avx2(int64_t n, float a, const uint16_t *x, float *y);
 float		tl_vec_dot_bf16_avx2(int64_t n, const void *w, const void *a);
 float		tl_vec_dot_q4_0_q8_0_avx2(int64_t n, const void *w, const void *a);
-float		tl_vec_dot_q4_1_q8_0_avx2(int64_t n, const void *w, const void *a);
+float		tl_vec_dot_q4_1_q8_1_avx2(int64_t n, const void *w, const void *a);
 float		tl_vec_dot_q5_0_q8_0_avx2(int64_t n, const void *w, const void *a);
-float		tl_vec_dot_q5_1_q8_0_avx2(int64_t n, const void *w, const void *a);
+float		tl_vec_dot_q5_1_q8_1_avx2(int64_t n, const void *w, const void *a);
 float		tl_vec_dot_q8_0_q8_0_avx2(int64_t n, const void *w, const void *a);
 float		tl_vec_dot_q4_K_q8_K_avx2(int64_t n, const void *w, const void *a);
 float		tl_vec_dot_q5_K_q8_K_avx2(int64_t n, const void *w, const void *a);

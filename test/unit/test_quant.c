@@ -17,7 +17,7 @@ static const tl_qtype all_types[] = {
 };
 #define N_TYPES ((int) (sizeof(all_types) / sizeof(all_types[0])))
 
-static const tl_qtype storage_types[] = {TL_QT_Q8_1, TL_QT_Q2_K, TL_QT_Q3_K};
+static const tl_qtype storage_types[] = {TL_QT_Q2_K, TL_QT_Q3_K};
 #define N_STORAGE_TYPES ((int) (sizeof(storage_types) / sizeof(storage_types[0])))
 
 static const tl_qtype_traits *
@@ -267,13 +267,14 @@ test_known_blocks_32(void **state)
 	{
 		tl_block_q4_1 b;
 		uint8_t		bytes[20] = {0x00, 0x3c, 0x00, 0xc5};
-		tl_block_q8_0 ones;
+		tl_block_q8_1 ones;
 
 		fill_nibbles(bytes + 4);
 		memcpy(&b, bytes, sizeof(b));
 		CHECK_SPOTS(TL_QT_Q4_1, &b, {0, -5.0f}, {5, 0.0f}, {15, 10.0f}, {16, 10.0f}, {31, -5.0f});
 		/* with activations all 1: the sum, 16 * 5, by every dot product */
 		ones.d = 0x3c00;
+		ones.s = tl_f32_to_fp16(32.0f);
 		for (int j = 0; j < 32; j++)
 			ones.qs[j] = 1;
 		assert_true(traits(TL_QT_Q4_1)->vec_dot(32, &b, &ones) == 80.0f);
@@ -471,6 +472,7 @@ error_bound(tl_qtype type)
 		case TL_QT_Q5_1:
 			return 0.042;
 		case TL_QT_Q8_0:
+		case TL_QT_Q8_1:
 			return 0.0060;
 		case TL_QT_Q4_K:
 			return 0.078;
@@ -649,6 +651,22 @@ decoded_dot(tl_qtype type, const void *w, const void *a, int64_t n)
 	{
 		r.exact += (double) wf[i] * af[i];
 		r.scale += fabs((double) wf[i] * af[i]);
+	}
+	if (t->vec_dot_type == TL_QT_Q8_1)
+	{
+		/* the min term uses the stored s, d * sum(q) rounded to fp16 */
+		const tl_block_q8_1 *ab = a;
+
+		for (int64_t b = 0; b < n / 32; b++)
+		{
+			double		m = tl_fp16_to_f32(type == TL_QT_Q4_1 ? ((const tl_block_q4_1 *) w)[b].m
+										   : ((const tl_block_q5_1 *) w)[b].m);
+			int			sum = 0;
+
+			for (int j = 0; j < 32; j++)
+				sum += ab[b].qs[j];
+			r.exact += m * ((double) tl_fp16_to_f32(ab[b].s) - (double) tl_fp16_to_f32(ab[b].d) * sum);
+		}
 	}
 	free(wf);
 	free(af);
@@ -919,15 +937,65 @@ test_matmul_bad_args(void **state)
 	assert_string_equal(traits(TL_QT_Q5_K)->name, "Q5_K");
 	assert_int_equal(traits(TL_QT_Q8_K)->type_size, 292);
 	assert_int_equal(traits(TL_QT_Q4_K)->vec_dot_type, TL_QT_Q8_K);
-	assert_int_equal(traits(TL_QT_Q4_1)->vec_dot_type, TL_QT_Q8_0);
+	assert_int_equal(traits(TL_QT_Q4_1)->vec_dot_type, TL_QT_Q8_1);
+	assert_int_equal(traits(TL_QT_Q5_1)->vec_dot_type, TL_QT_Q8_1);
+	assert_int_equal(traits(TL_QT_Q4_0)->vec_dot_type, TL_QT_Q8_0);
 	assert_int_equal(traits(TL_QT_F16)->vec_dot_type, TL_QT_F32);
+}
+
+/*
+ * Q8_1, the activation format of Q4_1 and Q5_1: it quantizes as ggml
+ * does (scale amax/127, round half to even) and keeps s = d * sum(q) in
+ * half precision; as weights it has no dot product.
+ */
+static void
+test_q8_1_activations(void **state)
+{
+	tl_rng		rng;
+	float	   *x,
+			   *y;
+	tl_block_q8_1 *q;
+	float		amax = 0.0f;
+
+	tl_rng_seed(&rng, 81);
+	x = normal_row(&rng, 64, 2.0f);
+	x[5] = -7.5f;				/* the first block's largest magnitude */
+	q = quantize_row(TL_QT_Q8_1, x, 64);
+	y = dequantize_row(TL_QT_Q8_1, q, 64);
+	assert_int_equal(q[0].d, tl_f32_to_fp16(7.5f / 127.0f));
+	assert_int_equal(q[0].qs[5], -127);
+	for (int b = 0; b < 2; b++)
+	{
+		int			sum = 0;
+
+		amax = 0.0f;
+		for (int j = 0; j < 32; j++)
+			amax = fmaxf(amax, fabsf(x[32 * b + j]));
+		for (int j = 0; j < 32; j++)
+		{
+			sum += q[b].qs[j];
+			assert_int_equal(q[b].qs[j], (int) lrintf(x[32 * b + j] * (127.0f / amax)));
+			assert_true(fabsf(y[32 * b + j] - x[32 * b + j]) <= 0.51f * tl_fp16_to_f32(q[b].d) + 1e-3f);
+		}
+		assert_int_equal(q[b].s, tl_f32_to_fp16(amax / 127.0f * (float) sum));
+	}
+	assert_null(traits(TL_QT_Q8_1)->vec_dot);
+	assert_null(tl_quant_vec_dot(TL_QT_Q8_1));
+	{
+		float		out[2];
+
+		ASSERT_FAILS(TL_ERR_UNAVAILABLE, tl_quant_matvec(out, q, TL_QT_Q8_1, 2, 32, x));
+	}
+	free(x);
+	free(y);
+	free(q);
 }
 
 /*
  * Storage-only types: in the table with GGUF's geometry and names, no
  * functions, and refused by the dispatcher and the matrix products.  Every
- * code in the table is either computable (all of its functions present)
- * or storage-only (none), and is in one of the two lists above.
+ * code in the table is either computable (all of its functions present),
+ * storage-only (none) or Q8_1, and is in one of the lists above.
  */
 static void
 test_storage_only(void **state)
@@ -939,7 +1007,6 @@ test_storage_only(void **state)
 		int32_t		block,
 					bytes;
 	}			expect[] = {
-		{TL_QT_Q8_1, "Q8_1", 32, 36},
 		{TL_QT_Q2_K, "Q2_K", 256, 84},
 		{TL_QT_Q3_K, "Q3_K", 256, 110},
 	};
@@ -990,6 +1057,8 @@ test_storage_only(void **state)
 			continue;
 		}
 		listed++;
+		if (code == TL_QT_Q8_1)
+			continue;			/* test_q8_1_activations */
 		for (int i = 0; i < N_TYPES; i++)
 			computable |= (int) all_types[i] == code;
 		for (int i = 0; i < N_STORAGE_TYPES; i++)
@@ -1006,7 +1075,7 @@ test_storage_only(void **state)
 			assert_non_null(tl_qtype_info((int) t->vec_dot_type)->from_float);
 		}
 	}
-	assert_int_equal(listed, N_TYPES + N_STORAGE_TYPES);
+	assert_int_equal(listed, N_TYPES + N_STORAGE_TYPES + 1);
 	free(x);
 	free(y);
 	free(w);
@@ -1028,6 +1097,7 @@ main(void)
 		cmocka_unit_test(test_vec_dot_simd),
 		cmocka_unit_test(test_matmul_pool),
 		cmocka_unit_test(test_matmul_bad_args),
+		cmocka_unit_test(test_q8_1_activations),
 		cmocka_unit_test(test_storage_only),
 	};
 
