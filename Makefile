@@ -10,7 +10,8 @@
 
 EXTENSION = tutor_llm
 MODULE_big = tutor_llm
-DATA = sql/tutor_llm--0.1.0.sql sql/tutor_llm--0.1.0--0.2.0.sql sql/tutor_llm--0.2.0--0.3.0.sql
+DATA = sql/tutor_llm--0.1.0.sql sql/tutor_llm--0.1.0--0.2.0.sql sql/tutor_llm--0.2.0--0.3.0.sql \
+	sql/tutor_llm--0.3.0--0.4.0.sql
 PGFILEDESC = "tutor_llm - personalised learning inside PostgreSQL"
 
 # The compute core, the models and the planner never include postgres.h;
@@ -19,7 +20,7 @@ CORE_SRCS = $(wildcard src/core/*.c) $(wildcard src/models/*.c) $(wildcard src/p
 PG_SRCS = $(wildcard src/pg/*.c)
 OBJS = $(CORE_SRCS:.c=.o) $(PG_SRCS:.c=.o)
 
-REGRESS = version guc device selftest kt_data kt_train kt_catalog kt_errors kt_cancel plan plan_batch
+REGRESS = version guc device selftest kt_data kt_train kt_catalog kt_errors kt_cancel plan plan_batch llm
 REGRESS_OPTS = --outputdir=build/regress
 # Concurrency: a training session watched from another one (needs
 # tutor_llm in shared_preload_libraries, as the scripts' clusters have).

@@ -98,6 +98,24 @@ free_port() {
 	die "no free port in $PORT_BASE..$((PORT_BASE + 100))"
 }
 
+# The directory a cluster loads language models from (tutor.model_dir):
+# the default model when scripts/fetch_model.sh has fetched it, and the
+# files the SQL tests load to see refusals (text that is not GGUF, a
+# truncated model, a symbolic link that leads out of the directory).  A
+# copy rather than a link, so the cluster's OS user can always read it.
+prepare_model_dir() {
+	local dir=$1 model=$REPO_ROOT/build/models/SmolLM2-135M-Instruct.Q4_1.gguf
+	mkdir -p "$dir"
+	if [ -s "$model" ]; then
+		cp "$model" "$dir/"
+		head -c 1000000 "$model" >"$dir/truncated.gguf"
+	fi
+	printf 'this is not a model\n' >"$dir/not_a_model.gguf"
+	ln -sfn /etc/hostname "$dir/escape.gguf"
+	[ "$(id -u)" -eq 0 ] && chown -R "$(cluster_user)" "$dir"
+	return 0
+}
+
 # Start a fresh cluster; sets PGHOST, PGPORT, PGUSER, PGDATABASE and
 # CLUSTER_DIR, and stops the cluster when the calling script exits.
 start_cluster() {
@@ -135,7 +153,9 @@ start_cluster() {
 		shared_buffers = 128MB
 		shared_preload_libraries = 'tutor_llm'
 		max_prepared_transactions = 10
+		tutor.model_dir = '$CLUSTER_DIR/models'
 	CONF
+	prepare_model_dir "$CLUSTER_DIR/models"
 	as_cluster_user "$(PG_BIN)/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null ||
 		{ cat "$CLUSTER_DIR/server.log"; die "the cluster did not start"; }
 	trap stop_cluster EXIT

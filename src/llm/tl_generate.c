@@ -452,7 +452,7 @@ tl_llm_generate(tl_llm_state *st, const int32_t *prompt, int32_t n_prompt,
 		size_t		before = w.n_bytes;
 		ptrdiff_t	stop;
 
-		if (tl_llm_is_end(m, id))
+		if (!params->ignore_end && tl_llm_is_end(m, id))
 		{
 			out->finish = TL_FINISH_END;
 			break;

@@ -167,6 +167,7 @@ typedef struct tl_generate_params
 	int32_t		max_tokens;		/* new tokens, >= 0 */
 	const char *stops[TL_LLM_MAX_STOPS];	/* NUL-terminated; text stops before one */
 	int			n_stops;
+	bool		ignore_end;		/* go on past end-of-turn tokens (benchmarks) */
 	tl_llm_continue_fn keep_going;	/* NULL: never interrupted */
 	void	   *keep_going_arg;
 } tl_generate_params;

@@ -163,3 +163,59 @@ tutor_option_object(Jsonb *options, const char *key)
 				 errmsg("option \"%s\" must be a JSON object", key)));
 	return JsonbValueToJsonb(v);
 }
+
+char	  **
+tutor_option_strings(Jsonb *options, const char *key, int max_count, int *count)
+{
+	JsonbValue	buf,
+			   *v = tutor_option(options, key, &buf);
+	char	  **out;
+	JsonbIterator *it;
+	JsonbValue	elem;
+	JsonbIteratorToken tok;
+
+	*count = 0;
+	if (v == NULL)
+		return NULL;
+	out = palloc0(sizeof(char *) * (max_count + 1));
+	if (v->type == jbvString)
+	{
+		out[(*count)++] = pnstrdup(v->val.string.val, v->val.string.len);
+		return out;
+	}
+	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"%s\" must be a string or an array of strings", key)));
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		if (elem.type != jbvString)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option \"%s\" must hold only strings", key)));
+		if (*count >= max_count)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option \"%s\" holds more than %d strings", key, max_count)));
+		out[(*count)++] = pnstrdup(elem.val.string.val, elem.val.string.len);
+	}
+	return out;
+}
+
+bool
+tutor_option_bool(Jsonb *options, const char *key, bool dflt)
+{
+	JsonbValue	buf,
+			   *v = tutor_option(options, key, &buf);
+
+	if (v == NULL)
+		return dflt;
+	if (v->type != jbvBool)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"%s\" must be true or false", key)));
+	return v->val.boolean;
+}

@@ -67,6 +67,7 @@ _PG_init(void)
 							   "Empty means the most recently deployed model.",
 							   &tutor_default_model, "",
 							   PGC_USERSET, 0, NULL, NULL, NULL);
+	tutor_llm_define_gucs();
 	MarkGUCPrefixReserved("tutor");
 
 	/* progress shared with other sessions needs a slot of shared memory */

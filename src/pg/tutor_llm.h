@@ -14,12 +14,18 @@
 #include "tl_device.h"
 #include "tl_status.h"
 
-#define TUTOR_LLM_VERSION "0.3.0"
+#define TUTOR_LLM_VERSION "0.4.0"
 
 /* GUC values (tutor.*) */
 extern int	tutor_device;		/* a tl_device_kind */
 extern int	tutor_threads;		/* 0 = one per CPU */
 extern char *tutor_default_model;	/* "" = the most recently deployed */
+extern char *tutor_model_dir;	/* where GGUF files load from (superuser) */
+extern char *tutor_llm_model;	/* the file of model "default" */
+extern int	tutor_llm_context;	/* positions per generation */
+
+/* Define the language model's settings (llm.c); called from _PG_init. */
+extern void tutor_llm_define_gucs(void);
 
 /* $libdir/tutor_llm_cuda.so, or "" before _PG_init. */
 extern char tutor_cuda_plugin_path[MAXPGPATH];

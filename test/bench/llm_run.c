@@ -5,6 +5,8 @@
  *   llm_run MODEL.gguf [options] generate TEXT
  *	   greedy (or sampled) continuation of TEXT, tokenized with special
  *	   tokens parsed and BOS added when the model asks for it
+ *   llm_run MODEL.gguf [options] chat TEXT
+ *	   the same for TEXT as one user message in the model's chat template
  *   llm_run MODEL.gguf [options] ids IDS
  *	   the same from comma-separated token ids
  *   llm_run MODEL.gguf [options] tokenize TEXT
@@ -26,6 +28,7 @@
 #include <time.h>
 
 #include "tl_alloc.h"
+#include "tl_chat.h"
 #include "tl_llm.h"
 #include "tl_pool.h"
 
@@ -143,7 +146,7 @@ main(int argc, char **argv)
 	if (argc < 4)
 	{
 		fprintf(stderr, "usage: llm_run MODEL.gguf [--threads N] [--ctx N] [--max N] [--temperature T] [--seed S]\n"
-				"               generate TEXT | ids IDS | tokenize TEXT | teacher PROMPT_IDS IDS | bench P G\n");
+				"               generate TEXT | chat TEXT | ids IDS | tokenize TEXT | teacher PROMPT_IDS IDS | bench P G\n");
 		return 2;
 	}
 	path = argv[1];
@@ -182,7 +185,8 @@ main(int argc, char **argv)
 		ctx = c->n_ctx_train;
 	check(tl_llm_state_new(&st, m, ctx), "state");
 
-	if (!strcmp(mode, "tokenize") || !strcmp(mode, "generate") || !strcmp(mode, "ids"))
+	if (!strcmp(mode, "tokenize") || !strcmp(mode, "generate") || !strcmp(mode, "ids") ||
+		!strcmp(mode, "chat"))
 	{
 		int32_t    *ids;
 		size_t		n;
@@ -196,6 +200,14 @@ main(int argc, char **argv)
 		{
 			ids = parse_ids(argv[a], &n32);
 			n = (size_t) n32;
+		}
+		else if (!strcmp(mode, "chat"))
+		{
+			tl_chat_template t;
+			tl_chat_message msg = {"user", argv[a], strlen(argv[a])};
+
+			check(tl_chat_template_detect(tl_llm_gguf(m), &t), "chat template");
+			check(tl_chat_tokenize(&t, tl_llm_tokenizer(m), &msg, 1, &ids, &n), "chat");
 		}
 		else
 			check(tl_tokenizer_encode(tl_llm_tokenizer(m), argv[a], strlen(argv[a]),

@@ -27,13 +27,11 @@ block repeated until the text has at least 100000 bytes.
 Lines starting with '#' are comments.
 """
 import os
-import subprocess
 import sys
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-MODEL = os.path.join(ROOT, "build", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-VENV = os.path.join(ROOT, "build", "tok_oracle", "venv")
-VPY = os.path.join(VENV, "bin", "python")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llama_cpp_env import MODEL, ROOT, ensure_model, ensure_venv, reexec_in  # noqa: E402
+
 OUT = os.path.join(ROOT, "test", "fixtures", "tokenizer_smollm2.txt")
 
 CORPUS = [
@@ -132,21 +130,6 @@ def big_text():
     return out
 
 
-def ensure_venv():
-    if os.path.exists(VPY):
-        r = subprocess.run([VPY, "-c", "import llama_cpp"], capture_output=True)
-        if r.returncode == 0:
-            return
-    os.makedirs(os.path.dirname(VENV), exist_ok=True)
-    subprocess.check_call([sys.executable, "-m", "venv", VENV])
-    env = dict(os.environ)
-    env.setdefault("CMAKE_ARGS", "-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF")
-    env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
-    env["PIP_ROOT_USER_ACTION"] = "ignore"
-    subprocess.check_call([VPY, "-m", "pip", "install", "--disable-pip-version-check",
-                           "llama-cpp-python"], env=env)
-
-
 def run_oracle():
     import llama_cpp
 
@@ -197,12 +180,9 @@ def run_oracle():
 
 
 def main():
-    if not os.path.exists(MODEL):
-        subprocess.check_call(["sh", os.path.join(ROOT, "scripts", "fetch_model.sh")])
-    if os.path.abspath(sys.executable) != os.path.abspath(VPY) and os.environ.get("TOK_ORACLE_INNER") != "1":
-        ensure_venv()
-        env = dict(os.environ, TOK_ORACLE_INNER="1")
-        sys.exit(subprocess.call([VPY, os.path.abspath(__file__)], env=env))
+    ensure_model()
+    if os.environ.get("TOK_ORACLE_INNER") != "1":
+        reexec_in(ensure_venv("tok_oracle", native=False), __file__, "TOK_ORACLE_INNER")
     run_oracle()
 
 

@@ -1,0 +1,53 @@
+"""llama_cpp_env.py -- a throwaway virtual environment with llama-cpp-python,
+shared by the oracle scripts (tokenizer_oracle.py, llm_oracle.py).
+
+pip builds llama.cpp from source there (several minutes on a small
+machine).  `native=True` lets llama.cpp's build use every instruction set
+of this CPU, as a user building it here would: that is the build the
+speed comparison must face.  The tokenizer fixtures do not depend on it.
+"""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MODEL = os.path.join(ROOT, "build", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+PACKAGE = "llama-cpp-python==0.3.36"
+
+
+def venv_python(name):
+    return os.path.join(ROOT, "build", name, "venv", "bin", "python")
+
+
+def ensure_model():
+    if not os.path.exists(MODEL):
+        subprocess.check_call(["sh", os.path.join(ROOT, "scripts", "fetch_model.sh")])
+
+
+def ensure_venv(name, native):
+    """Create build/<name>/venv with llama-cpp-python unless it works already."""
+    vpy = venv_python(name)
+    if os.path.exists(vpy):
+        r = subprocess.run([vpy, "-c", "import llama_cpp"], capture_output=True)
+        if r.returncode == 0:
+            return vpy
+    venv = os.path.dirname(os.path.dirname(vpy))
+    os.makedirs(os.path.dirname(venv), exist_ok=True)
+    subprocess.check_call([sys.executable, "-m", "venv", venv])
+    env = dict(os.environ)
+    flags = "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
+    flags += " -DGGML_NATIVE=ON" if native else " -DGGML_NATIVE=OFF"
+    env.setdefault("CMAKE_ARGS", flags)
+    env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
+    env["PIP_ROOT_USER_ACTION"] = "ignore"
+    subprocess.check_call([vpy, "-m", "pip", "install", "--disable-pip-version-check",
+                           "--no-cache-dir", PACKAGE], env=env)
+    return vpy
+
+
+def reexec_in(vpy, script, marker):
+    """Run script again under the venv's interpreter (once)."""
+    if os.path.abspath(sys.executable) == os.path.abspath(vpy) or os.environ.get(marker) == "1":
+        return
+    env = dict(os.environ, **{marker: "1"})
+    sys.exit(subprocess.call([vpy, os.path.abspath(script)] + sys.argv[1:], env=env))
