@@ -50,7 +50,7 @@
 #include "tl_tokenizer.h"
 
 #define TL_LLM_BATCH 64			/* tokens per evaluation step */
-#define TL_LLM_KV_PAGE 256		/* positions per KV cache page */
+#define TL_LLM_KV_PAGE 64		/* positions per KV cache page */
 #define TL_LLM_MAX_HEAD_DIM 512
 
 typedef enum tl_llm_arch

@@ -495,7 +495,13 @@ llm_run(llm_entry *e, int32 *ids, size_t n, llm_options *o)
 	text	   *result;
 
 	ids = llm_fit_prompt(ids, &n, n_ctx, o);
-	tutor_begin_compute();
+
+	/*
+	 * The language model runs on the CPU (the CUDA path is still to come),
+	 * so only the thread count applies; resolving tutor.device would load
+	 * the CUDA plugin and its libraries for nothing.
+	 */
+	tl_set_num_threads(tutor_threads);
 	st = llm_state(e, n_ctx);
 	o->params.keep_going = llm_keep_going;
 

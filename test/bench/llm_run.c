@@ -18,10 +18,12 @@
  *	   greedily without stopping at an end token; print tokens/s
  *
  * options: --threads N (default 1), --ctx N (default 2048), --max N
- * (generate: new tokens, default 64), --temperature T, --seed S.
+ * (generate: new tokens, default 64), --temperature T, --seed S,
+ * --ignore-end 1 (generate past end-of-turn tokens).
  *
  * Output lines are "key: value" so that a script can read them.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +138,7 @@ main(int argc, char **argv)
 				max = 64;
 	float		temperature = 0.0f;
 	unsigned long long seed = 0;
+	bool		ignore_end = false;
 	int			a = 2;
 	tl_llm_model *m;
 	tl_llm_state *st;
@@ -162,6 +165,8 @@ main(int argc, char **argv)
 			temperature = strtof(argv[a + 1], NULL);
 		else if (!strcmp(argv[a], "--seed"))
 			seed = strtoull(argv[a + 1], NULL, 10);
+		else if (!strcmp(argv[a], "--ignore-end"))
+			ignore_end = atoi(argv[a + 1]) != 0;
 		else
 		{
 			fprintf(stderr, "llm_run: unknown option %s\n", argv[a]);
@@ -219,6 +224,7 @@ main(int argc, char **argv)
 		p.sampler.temperature = temperature;
 		p.sampler.seed = seed;
 		p.max_tokens = max;
+		p.ignore_end = ignore_end;
 		check(tl_llm_generate(st, ids, (int32_t) n, &p, &g), "generate");
 		print_ids("ids", g.tokens, (size_t) g.n_tokens);
 		print_text("text", g.text, g.len);

@@ -251,7 +251,13 @@ build_model(test_model *tm, const model_opts *o)
 		}
 	}
 	if (o->rope_freqs)
-		add_tensor(tm, &rng, "rope_freqs.weight", tm->R / 2, 0, TL_QT_F32, 0.0f, 1.0f);
+	{
+		/* factors of 1 to about 5, as llama 3 divides its low frequencies */
+		tensor_spec *ff = add_tensor(tm, &rng, "rope_freqs.weight", tm->R / 2, 0, TL_QT_F32, 1.5f, 0.0f);
+
+		for (int i = 0; i < tm->R / 2; i++)
+			ff->src[i] = 1.0f + fabsf(ff->src[i]);
+	}
 	for (int il = 0; il < o->n_layer; il++)
 	{
 		int			QD = tm->H * tm->D,
@@ -553,6 +559,25 @@ ref_forward(const test_model *tm, const int32_t *tokens, int n)
 	return logits;
 }
 
+/*
+ * Tolerances, relative to the reference's largest |logit|.
+ *
+ * F32: the arithmetic agrees to about 1e-7, but a value that the runtime
+ * computes in float and the reference in double now and then lies on the
+ * other side of a half-precision rounding boundary, and one cached key
+ * moved by a whole f16 step shifts the logits after it by up to ~6e-4
+ * (the worst of 186 random models; the median position is at 1e-7 to
+ * 1e-4).  Any error of substance (a rotation, a head grouping, a scale)
+ * is far above this.
+ *
+ * Quantized: activations are rounded to 8 bits for every product (Q8_1
+ * with the block sums in half precision for Q4_1, as ggml does), which
+ * costs about 2% at the median position and up to ~9% at the worst
+ * (same 124 models); wrong blocks or types give errors of order 1.
+ */
+#define RTOL_F32 1e-3
+#define RTOL_QUANT 0.15
+
 /* max |got - want| relative to max |want| */
 static double
 rel_error(const float *got, const double *want, int n)
@@ -693,7 +718,7 @@ test_forward_reference(void **state)
 		assert_false(tl_llm_is_end(tm.m, T_IM_START) || tl_llm_is_end(tm.m, T_FIRST_NORMAL));
 
 		print_message("  %-28s max relative error %.2e\n", cases[i].what,
-					  check_against_reference(&tm, 1e-4, 7 + i));
+					  check_against_reference(&tm, RTOL_F32, 7 + i));
 		free_model(&tm);
 	}
 }
@@ -769,12 +794,11 @@ test_quantized_weights(void **state)
 		tl_qtype	type;
 		const char *arch;
 		bool		untied;
-		double		rtol;
 	}			cases[] = {
-		{TL_QT_Q8_0, "llama", true, 2e-2},
-		{TL_QT_Q8_0, "qwen2", false, 2e-2},
-		{TL_QT_Q4_1, "llama", false, 2e-2},
-		{TL_QT_Q4_1, "qwen2", true, 2e-2},
+		{TL_QT_Q8_0, "llama", true},
+		{TL_QT_Q8_0, "qwen2", false},
+		{TL_QT_Q4_1, "llama", false},
+		{TL_QT_Q4_1, "qwen2", true},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -793,7 +817,7 @@ test_quantized_weights(void **state)
 		assert_non_null(t);
 		assert_int_equal(t->type, cases[i].type);
 		print_message("  %-5s %-5s max relative error %.2e\n", tl_qtype_name(cases[i].type), cases[i].arch,
-					  check_against_reference(&tm, cases[i].rtol, 9 + i));
+					  check_against_reference(&tm, RTOL_QUANT, 9 + i));
 		free_model(&tm);
 	}
 }
@@ -840,7 +864,7 @@ test_kv_pages(void **state)
 
 		ASSERT_OK(tl_llm_eval(st, tokens + at, n, got));
 		e = rel_error(got, want + (size_t) (at + n - 1) * tm.V, tm.V);
-		if (e > 1e-4)
+		if (e > RTOL_F32)
 			fail_msg("position %d: relative error %.3g", at + n - 1, e);
 		worst = fmax(worst, e);
 	}
@@ -1130,16 +1154,19 @@ test_generate(void **state)
 	tl_generation_free(&g);
 	tl_generation_free(&g2);
 
-	/* the repeat penalty, against the reference loop with it */
-	p.sampler = tl_sampler_defaults();
-	p.sampler.repeat_penalty = 1.7f;
-	p.sampler.repeat_last_n = 6;
-	n = greedy_by_eval(&tm, GEN_MAX, 1.7f, 6, ref, &ended);
-	assert_int_equal(n, GEN_MAX);
-	assert_memory_not_equal(ref, greedy, sizeof(greedy));
-	g = generate(&tm, 64, &p);
-	expect_tokens(&g, ref, n, TL_FINISH_LENGTH);
-	tl_generation_free(&g);
+	/* the repeat penalty against the reference loop: a short window, a whole history */
+	for (int k = 0; k < 2; k++)
+	{
+		p.sampler = tl_sampler_defaults();
+		p.sampler.repeat_penalty = k ? 1.3f : 1.7f;
+		p.sampler.repeat_last_n = k ? 64 : 6;
+		n = greedy_by_eval(&tm, GEN_MAX, p.sampler.repeat_penalty, p.sampler.repeat_last_n, ref, &ended);
+		assert_int_equal(n, GEN_MAX);
+		assert_memory_not_equal(ref, greedy, sizeof(greedy));
+		g = generate(&tm, 64, &p);
+		expect_tokens(&g, ref, n, TL_FINISH_LENGTH);
+		tl_generation_free(&g);
+	}
 	p.sampler = tl_sampler_defaults();
 
 	/* no new tokens */

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""llm_oracle.py -- tutor_llm's language model against llama.cpp, on the same
+GGUF file, the same machine and the same number of threads.
+
+Run from the repository root (a script, not part of the test command):
+
+    python3 test/bench/llm_oracle.py [--threads N] [--write-fixture]
+
+It builds build/core/llm_run (the runtime from the command line), installs
+llama-cpp-python from pip into a throwaway virtual environment under
+build/llm_oracle/ (pip builds llama.cpp from source for this CPU: several
+minutes the first time) and then checks and prints:
+
+  1. tokenization: every text of the tokenizer corpus, special tokens
+     parsed, BOS as the model asks: ids identical;
+  2. greedy decoding: 64 new tokens for each of the prompts below (end
+     tokens do not stop either side): sequences identical;
+  3. top-1 agreement: tutor_llm fed llama.cpp's sequence token by token
+     must rank llama.cpp's next token first at every step;
+  4. speed: a 128-token prompt, then 128 tokens decoded greedily, best of
+     three runs each, tokens/s of both and the ratio tutor_llm / llama.cpp.
+
+--write-fixture rewrites test/fixtures/llm_greedy_smollm2.txt, the greedy
+continuation the test command compares tutor_llm against (from llama.cpp's
+run, not from tutor_llm's).
+
+Exit status 0 when 1-3 hold; the speed figures are reported, not judged.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llama_cpp_env import MODEL, ROOT, ensure_model, ensure_venv, reexec_in  # noqa: E402
+from tokenizer_oracle import CORPUS  # noqa: E402
+
+LLM_RUN = os.path.join(ROOT, "build", "core", "llm_run")
+FIXTURE = os.path.join(ROOT, "test", "fixtures", "llm_greedy_smollm2.txt")
+FIXTURE_PROMPT = "The three most important things to learn in algebra are"
+FIXTURE_TOKENS = 32
+
+PROMPTS = [
+    FIXTURE_PROMPT,
+    "Once upon a time, in a small village by the sea,",
+    "def fibonacci(n):\n",
+    "<|im_start|>system\nYou are a helpful tutor.<|im_end|>\n<|im_start|>user\n"
+    "Explain what a fraction is to a ten-year-old.<|im_end|>\n<|im_start|>assistant\n",
+    "Photosynthesis is the process by which",
+    "Question: What is 12 times 12?\nAnswer:",
+    "Les mathématiques sont",
+    "To solve the equation 3x + 5 = 20, first",
+]
+GEN_TOKENS = 64
+BENCH_PROMPT, BENCH_GEN = 128, 128
+
+
+def run_ours(*args):
+    out = subprocess.run([LLM_RUN, MODEL] + list(args), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit("llm_run failed: %s" % out.stderr.strip())
+    fields = {}
+    for line in out.stdout.splitlines():
+        if ": " in line:
+            k, v = line.split(": ", 1)
+            fields[k] = v
+    return fields
+
+
+def ids_of(s):
+    return [int(x) for x in s.split(",")] if s.strip() else []
+
+
+def ids_arg(ids):
+    return ",".join(str(i) for i in ids)
+
+
+def llama_greedy(llm, prompt_ids, n):
+    import numpy as np
+    llm.reset()
+    llm.eval(prompt_ids)
+    out = []
+    for _ in range(n):
+        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        out.append(tok)
+        llm.eval([tok])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--write-fixture", action="store_true")
+    args = ap.parse_args()
+
+    import llama_cpp
+    threads = str(args.threads)
+    llm = llama_cpp.Llama(model_path=MODEL, n_ctx=2048, n_batch=512, n_threads=args.threads,
+                          n_threads_batch=args.threads, verbose=False)
+    print("llama.cpp: llama-cpp-python %s, %d threads; tutor_llm: %s, %d threads"
+          % (getattr(llama_cpp, "__version__", "?"), args.threads, os.path.relpath(LLM_RUN, ROOT),
+             args.threads))
+    failures = 0
+
+    # 1. tokenization
+    same = 0
+    for text in CORPUS:
+        theirs = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        ours = ids_of(run_ours("tokenize", text).get("prompt_ids", "")) if text else []
+        if text and ours == theirs:
+            same += 1
+        elif text:
+            failures += 1
+            print("  tokenization differs for %r:\n    llama.cpp %s\n    tutor_llm %s" % (text, theirs, ours))
+    print("1. tokenization: %d of %d texts identical" % (same, sum(1 for t in CORPUS if t)))
+
+    # 2 and 3. greedy decoding and top-1 agreement
+    identical = 0
+    agree = steps = 0
+    fixture_ids = None
+    for prompt in PROMPTS:
+        prompt_ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        theirs = llama_greedy(llm, prompt_ids, GEN_TOKENS)
+        ours = ids_of(run_ours("--threads", threads, "--max", str(GEN_TOKENS), "--ignore-end", "1",
+                               "ids", ids_arg(prompt_ids))["ids"])
+        top1 = ids_of(run_ours("--threads", threads, "teacher", ids_arg(prompt_ids), ids_arg(theirs))["top1"])
+        a = sum(1 for x, y in zip(top1, theirs) if x == y)
+        agree += a
+        steps += len(theirs)
+        if ours == theirs:
+            identical += 1
+        else:
+            failures += 1
+            first = next(i for i, (x, y) in enumerate(zip(ours + [-1] * 64, theirs)) if x != y)
+            print("  greedy differs for %r from token %d" % (prompt[:40], first))
+        if a != len(theirs):
+            failures += 1
+            print("  top-1 differs for %r at %d of %d steps" % (prompt[:40], len(theirs) - a, len(theirs)))
+        if prompt == FIXTURE_PROMPT:
+            fixture_ids = (prompt_ids, theirs[:FIXTURE_TOKENS])
+    print("2. greedy decoding, %d tokens: %d of %d prompts identical" % (GEN_TOKENS, identical, len(PROMPTS)))
+    print("3. top-1 agreement under llama.cpp's sequence: %d of %d steps" % (agree, steps))
+
+    if args.write_fixture and fixture_ids:
+        prompt_ids, cont = fixture_ids
+        text = llm.detokenize(cont).decode("utf-8", errors="replace")
+        with open(FIXTURE, "w", encoding="utf-8", newline="\n") as f:
+            f.write("# llm_greedy_smollm2.txt -- written by test/bench/llm_oracle.py from llama.cpp\n")
+            f.write("# (llama-cpp-python %s): greedy continuation of the prompt below by\n"
+                    % getattr(llama_cpp, "__version__", "?"))
+            f.write("# SmolLM2-135M-Instruct.Q4_1.gguf, end tokens not stopping it.\n")
+            f.write("prompt\t%s\n" % FIXTURE_PROMPT)
+            f.write("prompt_ids\t%s\n" % " ".join(str(i) for i in prompt_ids))
+            f.write("ids\t%s\n" % " ".join(str(i) for i in cont))
+            f.write("text\t%s\n" % text.replace("\\", "\\\\").replace("\n", "\\n"))
+        print("wrote %s" % os.path.relpath(FIXTURE, ROOT))
+
+    # 4. speed
+    n_vocab = llm.n_vocab()
+    bench_ids = [(1000 + 7919 * i) % n_vocab for i in range(BENCH_PROMPT)]
+    best_p = best_d = 0.0
+    for _ in range(3):
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(bench_ids)
+        tp = time.perf_counter() - t0
+        import numpy as np
+        t0 = time.perf_counter()
+        for _ in range(BENCH_GEN):
+            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            llm.eval([tok])
+        td = time.perf_counter() - t0
+        best_p = max(best_p, BENCH_PROMPT / tp)
+        best_d = max(best_d, BENCH_GEN / td)
+    ours_p = ours_d = 0.0
+    for _ in range(3):
+        f = run_ours("--threads", threads, "bench", str(BENCH_PROMPT), str(BENCH_GEN))
+        ours_p = max(ours_p, float(f["prefill"].split("=")[1].split()[0]))
+        ours_d = max(ours_d, float(f["decode"].split("=")[1].split()[0]))
+    print("4. speed (%d-token prompt, then %d tokens; best of 3; %d threads):" % (BENCH_PROMPT, BENCH_GEN,
+                                                                                 args.threads))
+    print("   prefill: tutor_llm %.1f tokens/s, llama.cpp %.1f tokens/s, ratio %.2f" % (ours_p, best_p,
+                                                                                       ours_p / best_p))
+    print("   decode:  tutor_llm %.1f tokens/s, llama.cpp %.1f tokens/s, ratio %.2f" % (ours_d, best_d,
+                                                                                       ours_d / best_d))
+    print("oracle: %s" % ("all checks hold" if failures == 0 else "%d checks failed" % failures))
+    return 0 if failures == 0 else 1
+
+
+if __name__ == "__main__":
+    ensure_model()
+    if os.environ.get("LLM_ORACLE_INNER") != "1":
+        subprocess.check_call(["make", "-s", "-C", ROOT, "build/core/llm_run"])
+        reexec_in(ensure_venv("llm_oracle", native=True), __file__, "LLM_ORACLE_INNER")
+    sys.exit(main())
