@@ -8,6 +8,7 @@
 source "$(dirname "$0")/common.sh"
 
 ensure_packages
+bash "$REPO_ROOT/scripts/fetch_model.sh"
 build_and_install
 start_cluster
 
@@ -80,6 +81,25 @@ SELECT skill_id, n_students, round(mean_p::numeric, 2) AS mean_p, round(p10::num
 FROM tutor.skill_report('school.students', 'school_kt') ORDER BY skill_id::int;
 SELECT student_id, skill_id, round(p_correct::numeric, 2) AS p_correct, attempts
 FROM tutor.students_at_risk(ARRAY['11', '12'], 'school.students', 'school_kt', 0.45) LIMIT 5;
+
+\echo '-- the language model runs inside the database: SmolLM2-135M from its GGUF file, on the CPU'
+SELECT info->>'architecture' AS architecture, info->'parameters' AS parameters,
+       info->'tensor_types' AS tensor_types, info->>'chat_template' AS chat_template
+FROM tutor.llm_load('default', 'SmolLM2-135M-Instruct.Q4_1.gguf') AS info;
+
+\echo '-- a study tip for student 7, written by the model from its two weakest skills'
+WITH weakest AS (
+    SELECT s.name, m.p_correct
+    FROM tutor.mastery(7, 'school_kt') m JOIN school.skills s ON s.skill_id = m.skill_id::bigint
+    ORDER BY m.p_correct LIMIT 2)
+SELECT string_agg(name, ' and ' ORDER BY p_correct) AS weakest_skills,
+       tutor.chat(jsonb_build_array(
+           jsonb_build_object('role', 'system', 'content',
+               'You are a friendly maths tutor for a twelve-year-old. Answer in at most two sentences.'),
+           jsonb_build_object('role', 'user', 'content',
+               format('I find %s hard. Give me one practical study tip.', string_agg(name, ' and ' ORDER BY p_correct)))),
+           '{"max_tokens": 80}') AS study_tip
+FROM weakest \gx
 
 \echo '-- the compute core also trains a small LM on a toy task: SELECT * FROM tutor.selftest(200)'
 SELECT step, round(held_out_loss::numeric, 4) AS held_out_loss, round(elapsed_ms::numeric) AS elapsed_ms

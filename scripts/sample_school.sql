@@ -18,7 +18,10 @@ CREATE TABLE school.skills (
     requires   bigint REFERENCES school.skills   -- prerequisite, NULL for roots
 );
 INSERT INTO school.skills
-SELECT s, format('skill %s', s), CASE WHEN s % 4 = 1 THEN NULL ELSE s - 1 END
+SELECT s, (ARRAY['adding whole numbers', 'multiplication facts', 'long division', 'fractions',
+                 'place value', 'decimals', 'percentages', 'ratios',
+                 'number patterns', 'algebraic expressions', 'linear equations', 'graphs of lines'])[s],
+       CASE WHEN s % 4 = 1 THEN NULL ELSE s - 1 END
 FROM generate_series(1, 12) s;
 
 CREATE TABLE school.items (

@@ -118,24 +118,19 @@ tl_load_f16x8(const uint16_t *p)
 	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) p));
 }
 
+/* one accumulator, eight at a time: llama.cpp's order for its F16 products */
 TL_AVX2 float
 tl_vec_dot_f16_avx2(int64_t n, const void *w, const void *a)
 {
 	const uint16_t *x = w;
 	const float *y = a;
-	__m256		s0 = _mm256_setzero_ps(),
-				s1 = _mm256_setzero_ps();
+	__m256		s0 = _mm256_setzero_ps();
 	int64_t		i = 0;
 	float		s;
 
-	for (; i + 16 <= n; i += 16)
-	{
-		s0 = _mm256_fmadd_ps(tl_load_f16x8(x + i), _mm256_loadu_ps(y + i), s0);
-		s1 = _mm256_fmadd_ps(tl_load_f16x8(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
-	}
 	for (; i + 8 <= n; i += 8)
 		s0 = _mm256_fmadd_ps(tl_load_f16x8(x + i), _mm256_loadu_ps(y + i), s0);
-	s = tl_hsum_ps(_mm256_add_ps(s0, s1));
+	s = tl_hsum_ps(s0);
 	for (; i < n; i++)
 		s += H2F(x[i]) * y[i];
 	return s;
@@ -191,34 +186,33 @@ tl_vec_dot_bf16_avx2(int64_t n, const void *w, const void *a)
  * accumulator (and the min term to a second); the loops take two blocks
  * a step into separate accumulators, so the FMA chains overlap.
  */
-#define TL_TWO_BY_TWO(block_fn, x, a, nb) \
+/*
+ * The 32-blocks are summed in ggml's order, so that a model run here and
+ * under llama.cpp rounds alike: one vector accumulator, blocks in
+ * sequence (an FMA each), the min terms of Q4_1 and Q5_1 in a scalar
+ * float beside it, and the horizontal sum at the end.  Greedy decoding
+ * can turn on a near-tie of two logits, and a different summation order
+ * alone is enough to flip one.
+ */
+#define TL_BLOCKS_IN_ORDER(block_fn, x, a, nb) \
 	do { \
-		int64_t		b_ = 0; \
-		for (; b_ + 2 <= (nb); b_ += 2) \
-		{ \
-			block_fn(&(x)[b_], &(a)[b_], &acc0, &accm0); \
-			block_fn(&(x)[b_ + 1], &(a)[b_ + 1], &acc1, &accm1); \
-		} \
-		if (b_ < (nb)) \
-			block_fn(&(x)[b_], &(a)[b_], &acc0, &accm0); \
+		for (int64_t b_ = 0; b_ < (nb); b_++) \
+			block_fn(&(x)[b_], &(a)[b_], &acc, &summ); \
 	} while (0)
 
 #define TL_ACCUMULATORS \
-	__m256		acc0 = _mm256_setzero_ps(), \
-				acc1 = _mm256_setzero_ps(), \
-				accm0 = _mm256_setzero_ps(), \
-				accm1 = _mm256_setzero_ps()
+	__m256		acc = _mm256_setzero_ps(); \
+	float		summ = 0.0f
 
-#define TL_ACCUMULATED \
-	tl_hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(accm0, accm1)))
+#define TL_ACCUMULATED (tl_hsum_ps(acc) + summ)
 
 static inline TL_AVX2 void
-tl_q4_0_block(const tl_block_q4_0 *x, const tl_block_q8_0 *a, __m256 *acc, __m256 *accm)
+tl_q4_0_block(const tl_block_q4_0 *x, const tl_block_q8_0 *a, __m256 *acc, float *summ)
 {
 	__m256i		q = _mm256_sub_epi8(tl_nibbles32(x->qs), _mm256_set1_epi8(8));
 	__m256i		p = tl_dot_i8_i8(q, tl_load32(a->qs));
 
-	(void) accm;
+	(void) summ;
 	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
 }
 
@@ -229,18 +223,18 @@ tl_vec_dot_q4_0_q8_0_avx2(int64_t n, const void *w, const void *act)
 	const tl_block_q8_0 *a = act;
 	TL_ACCUMULATORS;
 
-	TL_TWO_BY_TWO(tl_q4_0_block, x, a, n / TL_QK);
+	TL_BLOCKS_IN_ORDER(tl_q4_0_block, x, a, n / TL_QK);
 	return TL_ACCUMULATED;
 }
 
 /* d * da * q.a, and m * s (s = da * sum(a), kept in the Q8_1 block) */
 static inline TL_AVX2 void
-tl_q4_1_block(const tl_block_q4_1 *x, const tl_block_q8_1 *a, __m256 *acc, __m256 *accm)
+tl_q4_1_block(const tl_block_q4_1 *x, const tl_block_q8_1 *a, __m256 *acc, float *summ)
 {
 	__m256i		p = tl_dot_u8_i8(tl_nibbles32(x->qs), tl_load32(a->qs));
 
 	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
-	*accm = _mm256_add_ps(_mm256_set1_ps(H2F(x->m) * H2F(a->s) * 0.125f), *accm);
+	*summ += H2F(x->m) * H2F(a->s);
 }
 
 TL_AVX2 float
@@ -250,7 +244,7 @@ tl_vec_dot_q4_1_q8_1_avx2(int64_t n, const void *w, const void *act)
 	const tl_block_q8_1 *a = act;
 	TL_ACCUMULATORS;
 
-	TL_TWO_BY_TWO(tl_q4_1_block, x, a, n / TL_QK);
+	TL_BLOCKS_IN_ORDER(tl_q4_1_block, x, a, n / TL_QK);
 	return TL_ACCUMULATED;
 }
 
@@ -265,12 +259,12 @@ tl_levels5(const uint8_t *qs, const uint8_t *qh)
 }
 
 static inline TL_AVX2 void
-tl_q5_0_block(const tl_block_q5_0 *x, const tl_block_q8_0 *a, __m256 *acc, __m256 *accm)
+tl_q5_0_block(const tl_block_q5_0 *x, const tl_block_q8_0 *a, __m256 *acc, float *summ)
 {
 	__m256i		q = _mm256_sub_epi8(tl_levels5(x->qs, x->qh), _mm256_set1_epi8(16));
 	__m256i		p = tl_dot_i8_i8(q, tl_load32(a->qs));
 
-	(void) accm;
+	(void) summ;
 	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
 }
 
@@ -281,17 +275,17 @@ tl_vec_dot_q5_0_q8_0_avx2(int64_t n, const void *w, const void *act)
 	const tl_block_q8_0 *a = act;
 	TL_ACCUMULATORS;
 
-	TL_TWO_BY_TWO(tl_q5_0_block, x, a, n / TL_QK);
+	TL_BLOCKS_IN_ORDER(tl_q5_0_block, x, a, n / TL_QK);
 	return TL_ACCUMULATED;
 }
 
 static inline TL_AVX2 void
-tl_q5_1_block(const tl_block_q5_1 *x, const tl_block_q8_1 *a, __m256 *acc, __m256 *accm)
+tl_q5_1_block(const tl_block_q5_1 *x, const tl_block_q8_1 *a, __m256 *acc, float *summ)
 {
 	__m256i		p = tl_dot_u8_i8(tl_levels5(x->qs, x->qh), tl_load32(a->qs));
 
 	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
-	*accm = _mm256_add_ps(_mm256_set1_ps(H2F(x->m) * H2F(a->s) * 0.125f), *accm);
+	*summ += H2F(x->m) * H2F(a->s);
 }
 
 TL_AVX2 float
@@ -301,16 +295,16 @@ tl_vec_dot_q5_1_q8_1_avx2(int64_t n, const void *w, const void *act)
 	const tl_block_q8_1 *a = act;
 	TL_ACCUMULATORS;
 
-	TL_TWO_BY_TWO(tl_q5_1_block, x, a, n / TL_QK);
+	TL_BLOCKS_IN_ORDER(tl_q5_1_block, x, a, n / TL_QK);
 	return TL_ACCUMULATED;
 }
 
 static inline TL_AVX2 void
-tl_q8_0_block(const tl_block_q8_0 *x, const tl_block_q8_0 *a, __m256 *acc, __m256 *accm)
+tl_q8_0_block(const tl_block_q8_0 *x, const tl_block_q8_0 *a, __m256 *acc, float *summ)
 {
 	__m256i		p = tl_dot_i8_i8(tl_load32(x->qs), tl_load32(a->qs));
 
-	(void) accm;
+	(void) summ;
 	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
 }
 
@@ -321,7 +315,7 @@ tl_vec_dot_q8_0_q8_0_avx2(int64_t n, const void *w, const void *act)
 	const tl_block_q8_0 *a = act;
 	TL_ACCUMULATORS;
 
-	TL_TWO_BY_TWO(tl_q8_0_block, x, a, n / TL_QK);
+	TL_BLOCKS_IN_ORDER(tl_q8_0_block, x, a, n / TL_QK);
 	return TL_ACCUMULATED;
 }
 

@@ -83,6 +83,8 @@ struct tl_llm_state
 	float	   *up;				/* (B, F) */
 	float	   *rope_cos;		/* (B, rope_dim/2) */
 	float	   *rope_sin;
+	float	   *scores;			/* (scores_rows, n_ctx): one row per pool worker */
+	int			scores_rows;
 	tl_vec_dot_fn dot_f16;		/* half keys . float query */
 	tl_f16_axpy_fn axpy_f16;	/* float += p * half values */
 };
@@ -538,6 +540,7 @@ tl_llm_state_free(tl_llm_state *st)
 			}
 	tl_free(st->k_pages);
 	tl_free(st->v_pages);
+	tl_free(st->scores);
 	tl_free_buffers(tl_llm_scratch(st, b, &nb), nb);
 	tl_free(st);
 }
@@ -690,10 +693,16 @@ typedef struct tl_attn_job
 	float		scale;
 } tl_attn_job;
 
+#define TL_ATTN_LANES 8
+
 /*
- * Attention for (token, head) pairs: a streaming softmax over the cached
- * positions 0..pos, one pass over keys and values, no scratch beyond the
- * stack.  Runs on pool workers: no allocation, no errors.
+ * Attention for (token, head) pairs, in llama.cpp's arithmetic (its
+ * default path without flash attention): scores K.q with q in half
+ * precision, scaled; a softmax with the sum in double; probabilities
+ * rounded to half precision; values summed in eight lanes by position
+ * (position p in lane p % 8, fused multiply-adds), the lanes added
+ * pairwise at the end.  Scores go to the worker's row of st->scores.
+ * Runs on pool workers: no allocation, no errors.
  */
 static void
 tl_llm_attention_task(void *arg, int64_t begin, int64_t end, int worker)
@@ -703,6 +712,8 @@ tl_llm_attention_task(void *arg, int64_t begin, int64_t end, int worker)
 	const tl_llm_config *c = &st->m->cfg;
 	int			D = c->head_dim,
 				group = c->n_head / c->n_head_kv;
+	float	   *sc = st->scores + (size_t) worker * st->n_ctx;
+	float		lanes[TL_ATTN_LANES][TL_LLM_MAX_HEAD_DIM];
 
 	for (int64_t item = begin; item < end; item++)
 	{
@@ -712,33 +723,31 @@ tl_llm_attention_task(void *arg, int64_t begin, int64_t end, int worker)
 		int32_t		last = j->pos0 + t;
 		const float *q = st->q + ((size_t) t * c->n_head + h) * D;
 		float	   *out = st->att + ((size_t) t * c->n_head + h) * D;
-		float		acc[TL_LLM_MAX_HEAD_DIM];
 		float		mx = -INFINITY,
-					sum = 0.0f;
+					inv;
+		double		sum = 0.0;
 
-		memset(acc, 0, sizeof(float) * D);
 		for (int32_t p = 0; p <= last; p++)
 		{
-			const uint16_t *k = tl_llm_k_at(st, j->layer, p) + (size_t) g * D;
-			const uint16_t *v = tl_llm_v_at(st, j->layer, p) + (size_t) g * D;
-			float		s = st->dot_f16(D, k, q) * j->scale;
-			float		w;
+			sc[p] = st->dot_f16(D, tl_llm_k_at(st, j->layer, p) + (size_t) g * D, q) * j->scale;
+			if (sc[p] > mx)
+				mx = sc[p];
+		}
+		for (int32_t p = 0; p <= last; p++)
+			sum += (double) (sc[p] = expf(sc[p] - mx));
+		inv = (float) (1.0 / sum);
 
-			if (s > mx)
-			{
-				float		shrink = expf(mx - s);	/* 0 on the first position */
+		for (int l = 0; l < TL_ATTN_LANES; l++)
+			memset(lanes[l], 0, sizeof(float) * D);
+		for (int32_t p = 0; p <= last; p++)
+		{
+			float		prob = tl_fp16_to_f32(tl_f32_to_fp16(sc[p] * inv));
 
-				for (int d = 0; d < D; d++)
-					acc[d] *= shrink;
-				sum *= shrink;
-				mx = s;
-			}
-			w = expf(s - mx);
-			sum += w;
-			st->axpy_f16(D, w, v, acc);
+			st->axpy_f16(D, prob, tl_llm_v_at(st, j->layer, p) + (size_t) g * D, lanes[p % TL_ATTN_LANES]);
 		}
 		for (int d = 0; d < D; d++)
-			out[d] = acc[d] / sum;
+			out[d] = ((lanes[0][d] + lanes[4][d]) + (lanes[2][d] + lanes[6][d])) +
+				((lanes[1][d] + lanes[5][d]) + (lanes[3][d] + lanes[7][d]));
 	}
 }
 
@@ -844,6 +853,14 @@ tl_llm_eval(tl_llm_state *st, const int32_t *tokens, int32_t n, float *logits)
 			return tl_fail(TL_ERR_ARG, "LLM eval: token %d is outside the vocabulary (0..%d)",
 						   tokens[t], c->n_vocab - 1);
 	TL_TRY(tl_llm_reserve(st, st->n_past + n - 1));
+	if (st->scores_rows < tl_pool_threads())
+	{
+		tl_free(st->scores);
+		st->scores_rows = 0;
+		if (!(st->scores = tl_alloc((size_t) tl_pool_threads() * (size_t) st->n_ctx, sizeof(float))))
+			return tl_fail(TL_ERR_NOMEM, "LLM eval: no memory for attention scores");
+		st->scores_rows = tl_pool_threads();
+	}
 
 	et = tl_qtype_info(m->tok_embd.type);
 	for (int32_t t = 0; t < n; t++)

@@ -76,16 +76,32 @@ def ids_arg(ids):
     return ",".join(str(i) for i in ids)
 
 
-def llama_greedy(llm, prompt_ids, n):
+def last_logits(llm):
+    """The logits of the last token evaluated (without logits_all, which
+    would make llama.cpp compute the output layer for every prompt token)."""
+    import numpy as np
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+
+
+def llama_greedy(llm, prompt_ids, n, one_at_a_time=False):
+    """llama.cpp's greedy continuation, and the gap between its two best
+    logits at each step (how near a tie each choice was)."""
     import numpy as np
     llm.reset()
-    llm.eval(prompt_ids)
-    out = []
+    if one_at_a_time:
+        for t in prompt_ids:
+            llm.eval([t])
+    else:
+        llm.eval(prompt_ids)
+    out, gaps = [], []
     for _ in range(n):
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        logits = last_logits(llm)
+        top2 = np.partition(logits, -2)[-2:]
+        tok = int(np.argmax(logits))
         out.append(tok)
+        gaps.append(float(abs(top2[1] - top2[0])))
         llm.eval([tok])
-    return out
+    return out, gaps
 
 
 def main():
@@ -116,16 +132,20 @@ def main():
     print("1. tokenization: %d of %d texts identical" % (same, sum(1 for t in CORPUS if t)))
 
     # 2 and 3. greedy decoding and top-1 agreement
-    identical = 0
+    identical = self_identical = 0
     agree = steps = 0
+    miss_gaps, all_gaps = [], []
     fixture_ids = None
     for prompt in PROMPTS:
         prompt_ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-        theirs = llama_greedy(llm, prompt_ids, GEN_TOKENS)
+        theirs, gaps = llama_greedy(llm, prompt_ids, GEN_TOKENS)
+        self_identical += llama_greedy(llm, prompt_ids, GEN_TOKENS, one_at_a_time=True)[0] == theirs
+        all_gaps += gaps
         ours = ids_of(run_ours("--threads", threads, "--max", str(GEN_TOKENS), "--ignore-end", "1",
                                "ids", ids_arg(prompt_ids))["ids"])
         top1 = ids_of(run_ours("--threads", threads, "teacher", ids_arg(prompt_ids), ids_arg(theirs))["top1"])
         a = sum(1 for x, y in zip(top1, theirs) if x == y)
+        miss_gaps += [g for x, y, g in zip(top1, theirs, gaps) if x != y]
         agree += a
         steps += len(theirs)
         if ours == theirs:
@@ -141,6 +161,13 @@ def main():
             fixture_ids = (prompt_ids, theirs[:FIXTURE_TOKENS])
     print("2. greedy decoding, %d tokens: %d of %d prompts identical" % (GEN_TOKENS, identical, len(PROMPTS)))
     print("3. top-1 agreement under llama.cpp's sequence: %d of %d steps" % (agree, steps))
+    if miss_gaps:
+        import statistics
+        print("   where they disagree, llama.cpp's own top-2 logit gap: median %.3f, max %.3f "
+              "(over all steps: median %.3f)" % (statistics.median(miss_gaps), max(miss_gaps),
+                                                 statistics.median(all_gaps)))
+    print("   llama.cpp against itself, prompt fed one token at a time: %d of %d prompts identical"
+          % (self_identical, len(PROMPTS)))
 
     if args.write_fixture and fixture_ids:
         prompt_ids, cont = fixture_ids
@@ -168,7 +195,7 @@ def main():
         import numpy as np
         t0 = time.perf_counter()
         for _ in range(BENCH_GEN):
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            tok = int(np.argmax(last_logits(llm)))
             llm.eval([tok])
         td = time.perf_counter() - t0
         best_p = max(best_p, BENCH_PROMPT / tp)

@@ -254,6 +254,13 @@ main(int argc, char **argv)
 			check(tl_llm_eval(st, &co[i], 1, logits), "eval");
 		}
 		print_ids("top1", top, (size_t) nc);
+		{
+			/* the final logits, for comparing with another runtime */
+			printf("logits:");
+			for (int32_t i = 0; i < c->n_vocab; i++)
+				printf("%s%.6g", i ? "," : " ", logits[i]);
+			printf("\n");
+		}
 	}
 	else if (!strcmp(mode, "bench"))
 	{
