@@ -12,7 +12,7 @@ CORE_LIB = build/core/libtutor_core.a
 ASAN_OBJS = $(patsubst src/%.c,build/asan/%.o,$(CORE_SRCS))
 ASAN_LIB = build/asan/libtutor_core.a
 
-UNIT_TESTS = test_ops test_attention test_optim test_train test_metrics test_pfa test_kt test_blob test_pool test_plan test_gguf test_quant test_tokenizer test_llm
+UNIT_TESTS = test_ops test_attention test_optim test_train test_metrics test_pfa test_kt test_blob test_pool test_plan test_gguf test_quant test_tokenizer test_llm test_llm_model
 UNIT_BINS = $(addprefix build/core/,$(UNIT_TESTS))
 ASAN_BINS = $(addprefix build/asan/,$(UNIT_TESTS))
 

@@ -207,10 +207,14 @@ tl_utf8_seq(const unsigned char *s, size_t n)
 		len = 4, cp = s[0] & 0x07;
 	else
 		return 0;
+	/* the second byte's range excludes overlong forms, surrogates and > U+10FFFF */
+	if (n >= 2 && ((s[0] == 0xE0 && s[1] < 0xA0) || (s[0] == 0xED && s[1] > 0x9F) ||
+				   (s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] > 0x8F)))
+		return 0;
 	for (int i = 1; i < len; i++)
 	{
 		if ((size_t) i >= n)
-			return -1;
+			return -1;			/* a valid beginning, cut off */
 		if ((s[i] & 0xC0) != 0x80)
 			return 0;
 		cp = (cp << 6) | (s[i] & 0x3F);

@@ -541,7 +541,8 @@ tl_llm_state_free(tl_llm_state *st)
 	tl_free(st->k_pages);
 	tl_free(st->v_pages);
 	tl_free(st->scores);
-	tl_free_buffers(tl_llm_scratch(st, b, &nb), nb);
+	tl_llm_scratch(st, b, &nb);	/* fills nb: not in the same call as its use */
+	tl_free_buffers(b, nb);
 	tl_free(st);
 }
 

@@ -199,6 +199,13 @@ typedef struct tl_generation
  * checks the prompt against the context first (tl_llm_eval refuses a
  * batch that does not fit); generation stops with TL_FINISH_CONTEXT when
  * the cache is full.  Free the result with tl_generation_free.
+ *
+ * tokens holds every token sampled, including one that completed a stop
+ * string (the text ends before the stop string).  The last token sampled
+ * is not evaluated unless generation was interrupted after it, so the
+ * cache then holds the prompt and all tokens but the last: a caller that
+ * continues the conversation on the same state feeds that token first
+ * (compare tl_llm_state_n_past with n_prompt + n_tokens).
  */
 tl_status	tl_llm_generate(tl_llm_state *st, const int32_t *prompt, int32_t n_prompt,
 							const tl_generate_params *params, tl_generation *out);
