@@ -1179,7 +1179,7 @@ static const tl_qtype_traits tl_qtype_table[TL_QT_LIMIT] = {
 	[TL_QT_F32] = {"F32", 1, 4, TL_QT_F32, tl_f32_to_float, tl_f32_from_float,
 	tl_vec_dot_f32, AVX2(tl_vec_dot_f32_avx2)},
 	[TL_QT_F16] = {"F16", 1, 2, TL_QT_F32, tl_f16_to_float, tl_f16_from_float,
-	tl_vec_dot_f16, AVX2(tl_vec_dot_f16_avx2)},
+	tl_vec_dot_f16, AVX2(tl_vec_dot_f16_avx2), AVX2(tl_f16_from_float_avx2)},
 	[TL_QT_BF16] = {"BF16", 1, 2, TL_QT_F32, tl_bf16_to_float, tl_bf16_from_float,
 	tl_vec_dot_bf16, AVX2(tl_vec_dot_bf16_avx2)},
 	[TL_QT_Q4_0] = {"Q4_0", TL_QK, sizeof(tl_block_q4_0), TL_QT_Q8_0, tl_q4_0_to_float, tl_q4_0_from_float,
@@ -1191,7 +1191,7 @@ static const tl_qtype_traits tl_qtype_table[TL_QT_LIMIT] = {
 	[TL_QT_Q5_1] = {"Q5_1", TL_QK, sizeof(tl_block_q5_1), TL_QT_Q8_1, tl_q5_1_to_float, tl_q5_1_from_float,
 	tl_vec_dot_q5_1_q8_1, AVX2(tl_vec_dot_q5_1_q8_1_avx2)},
 	[TL_QT_Q8_0] = {"Q8_0", TL_QK, sizeof(tl_block_q8_0), TL_QT_Q8_0, tl_q8_0_to_float, tl_q8_0_from_float,
-	tl_vec_dot_q8_0_q8_0, AVX2(tl_vec_dot_q8_0_q8_0_avx2)},
+	tl_vec_dot_q8_0_q8_0, AVX2(tl_vec_dot_q8_0_q8_0_avx2), AVX2(tl_q8_0_from_float_avx2)},
 	[TL_QT_Q4_K] = {"Q4_K", TL_QK_K, sizeof(tl_block_q4_K), TL_QT_Q8_K, tl_q4_K_to_float, tl_q4_K_from_float,
 	tl_vec_dot_q4_K_q8_K, AVX2(tl_vec_dot_q4_K_q8_K_avx2)},
 	[TL_QT_Q5_K] = {"Q5_K", TL_QK_K, sizeof(tl_block_q5_K), TL_QT_Q8_K, tl_q5_K_to_float, tl_q5_K_from_float,
@@ -1207,7 +1207,7 @@ static const tl_qtype_traits tl_qtype_table[TL_QT_LIMIT] = {
 	 */
 	/* an activation format: conversions, but no dot product as weights */
 	[TL_QT_Q8_1] = {"Q8_1", TL_QK, sizeof(tl_block_q8_1), TL_QT_Q8_1, tl_q8_1_to_float, tl_q8_1_from_float,
-	NULL, NULL},
+	NULL, NULL, AVX2(tl_q8_1_from_float_avx2)},
 	[TL_QT_Q2_K] = {"Q2_K", TL_QK_K, TL_QK_K / 16 + TL_QK_K / 4 + 2 + 2, TL_QT_Q8_K, NULL, NULL, NULL, NULL},
 	[TL_QT_Q3_K] = {"Q3_K", TL_QK_K, TL_QK_K / 8 + TL_QK_K / 4 + 12 + 2, TL_QT_Q8_K, NULL, NULL, NULL, NULL},
 };
@@ -1295,6 +1295,32 @@ tl_quant_vec_dot(tl_qtype type)
 	if (t->vec_dot_avx2 && tl_quant_simd_active())
 		return t->vec_dot_avx2;
 	return t->vec_dot;
+}
+
+tl_from_float_fn
+tl_quant_from_float(tl_qtype type)
+{
+	const tl_qtype_traits *t = tl_qtype_info((int) type);
+
+	if (!t || !t->from_float)
+		return NULL;
+	if (t->from_float_avx2 && tl_quant_simd_active())
+		return t->from_float_avx2;
+	return t->from_float;
+}
+
+void
+tl_quant_round_half(float *x, int64_t n)
+{
+#if TL_QUANT_X86
+	if (tl_quant_simd_active())
+	{
+		tl_round_half_avx2(x, n);
+		return;
+	}
+#endif
+	for (int64_t i = 0; i < n; i++)
+		x[i] = tl_half_to_float(tl_f32_to_fp16(x[i]));
 }
 
 tl_f16_axpy_fn
@@ -1474,7 +1500,7 @@ tl_quant_matmul_multi(const tl_qmm_spec *specs, int n_specs, int64_t cols,
 		part->a = converted[n_converted++];
 		job.abuf = (uint8_t *) part->a;
 		job.a_row = part->a_row;
-		job.quantize = tl_qtype_info((int) at)->from_float;
+		job.quantize = tl_quant_from_float(at);
 		tl_pool_run(n, 1, tl_qmm_quantize, &job);
 	}
 

@@ -179,6 +179,8 @@ typedef struct tl_qtype_traits
 	tl_from_float_fn from_float;
 	tl_vec_dot_fn vec_dot;		/* scalar reference */
 	tl_vec_dot_fn vec_dot_avx2; /* AVX2+FMA+F16C version, or NULL */
+	tl_from_float_fn from_float_avx2;	/* the same for from_float (same
+										 * result), or NULL */
 } tl_qtype_traits;
 
 /*
@@ -206,6 +208,16 @@ tl_vec_dot_fn tl_quant_vec_dot(tl_qtype type);
  */
 typedef void (*tl_f16_axpy_fn) (int64_t n, float a, const uint16_t *x, float *y);
 tl_f16_axpy_fn tl_quant_f16_axpy(void);
+
+/*
+ * The conversion from float used for a type on this machine (the AVX2
+ * version when there is one and it may be chosen; results are identical).
+ * NULL for an unknown or storage-only type.
+ */
+tl_from_float_fn tl_quant_from_float(tl_qtype type);
+
+/* x[i] rounded to half precision and back, in place (as ggml rounds F16 operands). */
+void		tl_quant_round_half(float *x, int64_t n);
 
 /* Force (or stop forcing) the scalar references; for tests and benches. */
 void		tl_quant_force_scalar(bool on);

@@ -22,6 +22,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 
 #include <immintrin.h>
+#include <math.h>
 
 #include "tl_quant.h"
 #include "tl_quant_impl.h"
@@ -148,6 +149,108 @@ tl_f16_axpy_avx2(int64_t n, float a, const uint16_t *x, float *y)
 		y[i] += a * H2F(x[i]);
 }
 
+TL_AVX2 void
+tl_f16_from_float_avx2(const float *src, void *dst, int64_t n)
+{
+	uint16_t   *d = dst;
+	int64_t		i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		_mm_storeu_si128((__m128i *) (d + i),
+						 _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+	for (; i < n; i++)
+		d[i] = tl_f32_to_fp16(src[i]);
+}
+
+TL_AVX2 void
+tl_round_half_avx2(float *x, int64_t n)
+{
+	int64_t		i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i),
+															   _MM_FROUND_TO_NEAREST_INT)));
+	for (; i < n; i++)
+		x[i] = tl_fp16_to_f32(tl_f32_to_fp16(x[i]));
+}
+
+/*
+ * One block of 32 activations to int8 as the scalar tl_q8_block does:
+ * q = round-half-even(x * 127/amax) clamped to -127..127; returns the
+ * unrounded scale amax/127 and the sum of q.
+ */
+static inline TL_AVX2 float
+tl_q8_block_avx2(const float *x, int8_t *qs, int *sum)
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f);
+	__m256		v[4];
+	__m256		m;
+	__m128		h;
+	__m256i		q[4],
+				packed;
+	float		amax,
+				id;
+
+	for (int k = 0; k < 4; k++)
+		v[k] = _mm256_loadu_ps(x + 8 * k);
+	m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+					  _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+	h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+	h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+	h = _mm_max_ss(h, _mm_movehdup_ps(h));
+	amax = _mm_cvtss_f32(h);
+	id = amax > 0.0f && isfinite(amax) ? 127.0f / amax : 0.0f;
+	for (int k = 0; k < 4; k++)
+	{
+		__m256		r = _mm256_round_ps(_mm256_mul_ps(v[k], _mm256_set1_ps(id)),
+										_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+
+		q[k] = _mm256_cvtps_epi32(r);
+		q[k] = _mm256_max_epi32(_mm256_min_epi32(q[k], _mm256_set1_epi32(127)), _mm256_set1_epi32(-127));
+	}
+	{
+		__m256i		s4 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+		__m128i		s2 = _mm_add_epi32(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
+
+		s2 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, _MM_SHUFFLE(1, 0, 3, 2)));
+		s2 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, _MM_SHUFFLE(2, 3, 0, 1)));
+		*sum = _mm_cvtsi128_si32(s2);
+	}
+	/* packs work within 128-bit lanes; the permutation restores the order */
+	packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+	packed = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+	_mm256_storeu_si256((__m256i *) qs, packed);
+	return isfinite(amax) ? amax / 127.0f : 0.0f;
+}
+
+TL_AVX2 void
+tl_q8_0_from_float_avx2(const float *src, void *dst, int64_t n)
+{
+	tl_block_q8_0 *y = dst;
+
+	for (int64_t b = 0; b < n / TL_QK; b++, src += TL_QK)
+	{
+		int			sum;
+
+		y[b].d = tl_f32_to_fp16(tl_q8_block_avx2(src, y[b].qs, &sum));
+	}
+}
+
+TL_AVX2 void
+tl_q8_1_from_float_avx2(const float *src, void *dst, int64_t n)
+{
+	tl_block_q8_1 *y = dst;
+
+	for (int64_t b = 0; b < n / TL_QK; b++, src += TL_QK)
+	{
+		int			sum;
+		float		d = tl_q8_block_avx2(src, y[b].qs, &sum);
+
+		y[b].d = tl_f32_to_fp16(d);
+		y[b].s = tl_f32_to_fp16(d * (float) sum);
+	}
+}
+
 static inline TL_AVX2 __m256
 tl_load_bf16x8(const uint16_t *p)
 {
@@ -202,18 +305,46 @@ tl_vec_dot_bf16_avx2(int64_t n, const void *w, const void *a)
 
 #define TL_ACCUMULATORS \
 	__m256		acc = _mm256_setzero_ps(); \
-	float		summ = 0.0f
+	__m128		summ = _mm_setzero_ps()
 
-#define TL_ACCUMULATED (tl_hsum_ps(acc) + summ)
+/* lane 1 of summ holds the min terms, summed in order */
+#define TL_ACCUMULATED (tl_hsum_ps(acc) + _mm_cvtss_f32(_mm_shuffle_ps(summ, summ, 1)))
+
+/*
+ * A block's two leading fp16 fields (d, then m for Q4_1/Q5_1 weights or
+ * s for Q8_1 activations) as floats in lanes 0 and 1, with one
+ * conversion.  For blocks with d alone, lane 1 holds whatever follows d
+ * and is never used.  Multiplying a weight pair by an activation pair
+ * gives d*da in lane 0 and m*s in lane 1, each the product the scalar
+ * code forms.
+ */
+static inline TL_AVX2 __m128
+tl_half_pair(const void *p)
+{
+	int32_t		v;
+
+	memcpy(&v, p, sizeof(v));
+	return _mm_cvtph_ps(_mm_cvtsi32_si128(v));
+}
+
+/* acc += (d * da) * p for the block's integer dot products p */
+static inline TL_AVX2 __m128
+tl_block_scales(const void *w, const void *a, __m256i p, __m256 *acc)
+{
+	__m128		ds = _mm_mul_ps(tl_half_pair(w), tl_half_pair(a));
+
+	*acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(ds), _mm256_cvtepi32_ps(p), *acc);
+	return ds;
+}
 
 static inline TL_AVX2 void
-tl_q4_0_block(const tl_block_q4_0 *x, const tl_block_q8_0 *a, __m256 *acc, float *summ)
+tl_q4_0_block(const tl_block_q4_0 *x, const tl_block_q8_0 *a, __m256 *acc, __m128 *summ)
 {
 	__m256i		q = _mm256_sub_epi8(tl_nibbles32(x->qs), _mm256_set1_epi8(8));
 	__m256i		p = tl_dot_i8_i8(q, tl_load32(a->qs));
 
 	(void) summ;
-	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
+	tl_block_scales(x, a, p, acc);
 }
 
 TL_AVX2 float
@@ -229,12 +360,11 @@ tl_vec_dot_q4_0_q8_0_avx2(int64_t n, const void *w, const void *act)
 
 /* d * da * q.a, and m * s (s = da * sum(a), kept in the Q8_1 block) */
 static inline TL_AVX2 void
-tl_q4_1_block(const tl_block_q4_1 *x, const tl_block_q8_1 *a, __m256 *acc, float *summ)
+tl_q4_1_block(const tl_block_q4_1 *x, const tl_block_q8_1 *a, __m256 *acc, __m128 *summ)
 {
 	__m256i		p = tl_dot_u8_i8(tl_nibbles32(x->qs), tl_load32(a->qs));
 
-	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
-	*summ += H2F(x->m) * H2F(a->s);
+	*summ = _mm_add_ps(*summ, tl_block_scales(x, a, p, acc));
 }
 
 TL_AVX2 float
@@ -259,13 +389,13 @@ tl_levels5(const uint8_t *qs, const uint8_t *qh)
 }
 
 static inline TL_AVX2 void
-tl_q5_0_block(const tl_block_q5_0 *x, const tl_block_q8_0 *a, __m256 *acc, float *summ)
+tl_q5_0_block(const tl_block_q5_0 *x, const tl_block_q8_0 *a, __m256 *acc, __m128 *summ)
 {
 	__m256i		q = _mm256_sub_epi8(tl_levels5(x->qs, x->qh), _mm256_set1_epi8(16));
 	__m256i		p = tl_dot_i8_i8(q, tl_load32(a->qs));
 
 	(void) summ;
-	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
+	tl_block_scales(x, a, p, acc);
 }
 
 TL_AVX2 float
@@ -280,12 +410,11 @@ tl_vec_dot_q5_0_q8_0_avx2(int64_t n, const void *w, const void *act)
 }
 
 static inline TL_AVX2 void
-tl_q5_1_block(const tl_block_q5_1 *x, const tl_block_q8_1 *a, __m256 *acc, float *summ)
+tl_q5_1_block(const tl_block_q5_1 *x, const tl_block_q8_1 *a, __m256 *acc, __m128 *summ)
 {
 	__m256i		p = tl_dot_u8_i8(tl_levels5(x->qs, x->qh), tl_load32(a->qs));
 
-	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
-	*summ += H2F(x->m) * H2F(a->s);
+	*summ = _mm_add_ps(*summ, tl_block_scales(x, a, p, acc));
 }
 
 TL_AVX2 float
@@ -300,12 +429,12 @@ tl_vec_dot_q5_1_q8_1_avx2(int64_t n, const void *w, const void *act)
 }
 
 static inline TL_AVX2 void
-tl_q8_0_block(const tl_block_q8_0 *x, const tl_block_q8_0 *a, __m256 *acc, float *summ)
+tl_q8_0_block(const tl_block_q8_0 *x, const tl_block_q8_0 *a, __m256 *acc, __m128 *summ)
 {
 	__m256i		p = tl_dot_i8_i8(tl_load32(x->qs), tl_load32(a->qs));
 
 	(void) summ;
-	*acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(x->d) * H2F(a->d)), _mm256_cvtepi32_ps(p), *acc);
+	tl_block_scales(x, a, p, acc);
 }
 
 TL_AVX2 float

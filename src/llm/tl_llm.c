@@ -87,6 +87,7 @@ struct tl_llm_state
 	int			scores_rows;
 	tl_vec_dot_fn dot_f16;		/* half keys . float query */
 	tl_f16_axpy_fn axpy_f16;	/* float += p * half values */
+	tl_from_float_fn to_half;	/* float keys and values into the cache */
 };
 
 /* ======================================================================
@@ -519,6 +520,7 @@ tl_llm_state_new(tl_llm_state **out, const tl_llm_model *m, int32_t n_ctx)
 	}
 	st->dot_f16 = tl_quant_vec_dot(TL_QT_F16);
 	st->axpy_f16 = tl_quant_f16_axpy();
+	st->to_half = tl_quant_from_float(TL_QT_F16);
 	*out = st;
 	return TL_OK;
 }
@@ -737,34 +739,18 @@ tl_llm_attention_task(void *arg, int64_t begin, int64_t end, int worker)
 		for (int32_t p = 0; p <= last; p++)
 			sum += (double) (sc[p] = expf(sc[p] - mx));
 		inv = (float) (1.0 / sum);
+		for (int32_t p = 0; p <= last; p++)
+			sc[p] *= inv;
+		tl_quant_round_half(sc, last + 1);
 
 		for (int l = 0; l < TL_ATTN_LANES; l++)
 			memset(lanes[l], 0, sizeof(float) * D);
 		for (int32_t p = 0; p <= last; p++)
-		{
-			float		prob = tl_fp16_to_f32(tl_f32_to_fp16(sc[p] * inv));
-
-			st->axpy_f16(D, prob, tl_llm_v_at(st, j->layer, p) + (size_t) g * D, lanes[p % TL_ATTN_LANES]);
-		}
+			st->axpy_f16(D, sc[p], tl_llm_v_at(st, j->layer, p) + (size_t) g * D, lanes[p % TL_ATTN_LANES]);
 		for (int d = 0; d < D; d++)
 			out[d] = ((lanes[0][d] + lanes[4][d]) + (lanes[2][d] + lanes[6][d])) +
 				((lanes[1][d] + lanes[5][d]) + (lanes[3][d] + lanes[7][d]));
 	}
-}
-
-/* Round to half precision and back: what ggml does to a query before K.q */
-static void
-tl_llm_round_half(float *x, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		x[i] = tl_fp16_to_f32(tl_f32_to_fp16(x[i]));
-}
-
-static void
-tl_llm_store_half(uint16_t *dst, const float *src, int n)
-{
-	for (int i = 0; i < n; i++)
-		dst[i] = tl_f32_to_fp16(src[i]);
 }
 
 static inline float
@@ -809,10 +795,10 @@ tl_llm_layer_forward(tl_llm_state *st, int il, int32_t n)
 
 		tl_llm_rope(c, st->q + (size_t) t * QD, c->n_head, cs, sn);
 		tl_llm_rope(c, st->k + (size_t) t * KD, c->n_head_kv, cs, sn);
-		tl_llm_store_half(tl_llm_k_at(st, il, st->n_past + t), st->k + (size_t) t * KD, KD);
-		tl_llm_store_half(tl_llm_v_at(st, il, st->n_past + t), st->v + (size_t) t * KD, KD);
+		st->to_half(st->k + (size_t) t * KD, tl_llm_k_at(st, il, st->n_past + t), KD);
+		st->to_half(st->v + (size_t) t * KD, tl_llm_v_at(st, il, st->n_past + t), KD);
 	}
-	tl_llm_round_half(st->q, (size_t) n * QD);
+	tl_quant_round_half(st->q, (int64_t) n * QD);
 	tl_pool_run((int64_t) n * c->n_head, 1, tl_llm_attention_task, &job);
 	TL_TRY(tl_quant_matmul(st->proj, L->wo.data, L->wo.type, E, QD, st->att, n));
 	tl_llm_add_bias(st->proj, L->bo, n, E);

@@ -944,6 +944,62 @@ test_matmul_bad_args(void **state)
 }
 
 /*
+ * The AVX2 conversions from float give the scalar ones' bytes exactly
+ * (activations quantized either way must dot to the same sums), and the
+ * half-precision round trip agrees with the scalar conversions.
+ */
+static void
+test_avx2_from_float(void **state)
+{
+	static const tl_qtype types[] = {TL_QT_F16, TL_QT_Q8_0, TL_QT_Q8_1};
+	tl_rng		rng;
+
+	if (!tl_quant_simd_active())
+	{
+		print_message("  skipped: no AVX2+FMA+F16C on this CPU (or TL_QUANT_SCALAR set)\n");
+		skip();
+	}
+	tl_rng_seed(&rng, 29);
+	for (size_t k = 0; k < sizeof(types) / sizeof(types[0]); k++)
+	{
+		const tl_qtype_traits *t = traits(types[k]);
+
+		assert_non_null(t->from_float_avx2);
+		assert_ptr_equal(tl_quant_from_float(types[k]), t->from_float_avx2);
+		for (int rep = 0; rep < 40; rep++)
+		{
+			int64_t		n = 32 * (1 + rep % 9) + (t->block_size == 1 ? rep % 7 : 0);
+			float	   *x = normal_row(&rng, n, rep % 3 == 0 ? 1e-3f : 3.0f);
+			size_t		bytes = tl_qtype_row_size(types[k], n);
+			uint8_t    *a = calloc(1, bytes),
+					   *b = calloc(1, bytes);
+
+			if (rep % 5 == 0)
+				memset(x, 0, sizeof(float) * 32);	/* an all-zero block */
+			if (rep % 4 == 1)
+				x[3] = x[7] = 1.5f;		/* ties in the largest magnitude */
+			t->from_float(x, a, n);
+			t->from_float_avx2(x, b, n);
+			if (memcmp(a, b, bytes) != 0)
+				fail_msg("%s rep %d: AVX2 from_float differs from the reference", t->name, rep);
+			free(x);
+			free(a);
+			free(b);
+		}
+	}
+	{
+		float		x[37],
+					y[37];
+
+		for (int i = 0; i < 37; i++)
+			x[i] = y[i] = tl_rng_normal(&rng) * (i % 2 ? 1e4f : 1e-4f);
+		tl_quant_round_half(x, 37);
+		for (int i = 0; i < 37; i++)
+			assert_true(x[i] == tl_fp16_to_f32(tl_f32_to_fp16(y[i])));
+	}
+}
+
+/*
  * Q8_1, the activation format of Q4_1 and Q5_1: it quantizes as ggml
  * does (scale amax/127, round half to even) and keeps s = d * sum(q) in
  * half precision; as weights it has no dot product.
@@ -1097,6 +1153,7 @@ main(void)
 		cmocka_unit_test(test_vec_dot_simd),
 		cmocka_unit_test(test_matmul_pool),
 		cmocka_unit_test(test_matmul_bad_args),
+		cmocka_unit_test(test_avx2_from_float),
 		cmocka_unit_test(test_q8_1_activations),
 		cmocka_unit_test(test_storage_only),
 	};
