@@ -1183,15 +1183,15 @@ static const tl_qtype_traits tl_qtype_table[TL_QT_LIMIT] = {
 	[TL_QT_BF16] = {"BF16", 1, 2, TL_QT_F32, tl_bf16_to_float, tl_bf16_from_float,
 	tl_vec_dot_bf16, AVX2(tl_vec_dot_bf16_avx2)},
 	[TL_QT_Q4_0] = {"Q4_0", TL_QK, sizeof(tl_block_q4_0), TL_QT_Q8_0, tl_q4_0_to_float, tl_q4_0_from_float,
-	tl_vec_dot_q4_0_q8_0, AVX2(tl_vec_dot_q4_0_q8_0_avx2)},
+	tl_vec_dot_q4_0_q8_0, AVX2(tl_vec_dot_q4_0_q8_0_avx2), NULL, AVX2(tl_vec_dot4_q4_0_q8_0_avx2)},
 	[TL_QT_Q4_1] = {"Q4_1", TL_QK, sizeof(tl_block_q4_1), TL_QT_Q8_1, tl_q4_1_to_float, tl_q4_1_from_float,
-	tl_vec_dot_q4_1_q8_1, AVX2(tl_vec_dot_q4_1_q8_1_avx2)},
+	tl_vec_dot_q4_1_q8_1, AVX2(tl_vec_dot_q4_1_q8_1_avx2), NULL, AVX2(tl_vec_dot4_q4_1_q8_1_avx2)},
 	[TL_QT_Q5_0] = {"Q5_0", TL_QK, sizeof(tl_block_q5_0), TL_QT_Q8_0, tl_q5_0_to_float, tl_q5_0_from_float,
-	tl_vec_dot_q5_0_q8_0, AVX2(tl_vec_dot_q5_0_q8_0_avx2)},
+	tl_vec_dot_q5_0_q8_0, AVX2(tl_vec_dot_q5_0_q8_0_avx2), NULL, AVX2(tl_vec_dot4_q5_0_q8_0_avx2)},
 	[TL_QT_Q5_1] = {"Q5_1", TL_QK, sizeof(tl_block_q5_1), TL_QT_Q8_1, tl_q5_1_to_float, tl_q5_1_from_float,
-	tl_vec_dot_q5_1_q8_1, AVX2(tl_vec_dot_q5_1_q8_1_avx2)},
+	tl_vec_dot_q5_1_q8_1, AVX2(tl_vec_dot_q5_1_q8_1_avx2), NULL, AVX2(tl_vec_dot4_q5_1_q8_1_avx2)},
 	[TL_QT_Q8_0] = {"Q8_0", TL_QK, sizeof(tl_block_q8_0), TL_QT_Q8_0, tl_q8_0_to_float, tl_q8_0_from_float,
-	tl_vec_dot_q8_0_q8_0, AVX2(tl_vec_dot_q8_0_q8_0_avx2), AVX2(tl_q8_0_from_float_avx2)},
+	tl_vec_dot_q8_0_q8_0, AVX2(tl_vec_dot_q8_0_q8_0_avx2), AVX2(tl_q8_0_from_float_avx2), AVX2(tl_vec_dot4_q8_0_q8_0_avx2)},
 	[TL_QT_Q4_K] = {"Q4_K", TL_QK_K, sizeof(tl_block_q4_K), TL_QT_Q8_K, tl_q4_K_to_float, tl_q4_K_from_float,
 	tl_vec_dot_q4_K_q8_K, AVX2(tl_vec_dot_q4_K_q8_K_avx2)},
 	[TL_QT_Q5_K] = {"Q5_K", TL_QK_K, sizeof(tl_block_q5_K), TL_QT_Q8_K, tl_q5_K_to_float, tl_q5_K_from_float,
@@ -1297,6 +1297,16 @@ tl_quant_vec_dot(tl_qtype type)
 	return t->vec_dot;
 }
 
+tl_vec_dot4_fn
+tl_quant_vec_dot4(tl_qtype type)
+{
+	const tl_qtype_traits *t = tl_qtype_info((int) type);
+
+	if (!t || !t->vec_dot4_avx2 || !tl_quant_simd_active())
+		return NULL;
+	return t->vec_dot4_avx2;
+}
+
 tl_from_float_fn
 tl_quant_from_float(tl_qtype type)
 {
@@ -1355,6 +1365,7 @@ typedef struct tl_qmm_part
 	int64_t		rows;
 	int64_t		first;			/* index of its first row in the job */
 	tl_vec_dot_fn dot;
+	tl_vec_dot4_fn dot4;		/* or NULL */
 } tl_qmm_part;
 
 typedef struct tl_qmm_job
@@ -1385,21 +1396,42 @@ tl_qmm_rows(void *arg, int64_t begin, int64_t end, int worker)
 	const tl_qmm_job *j = arg;
 	int			p = 0;
 
-	while (p + 1 < j->n_parts && begin >= j->parts[p + 1].first)
-		p++;
-	for (int64_t i = begin; i < end; i++)
+	for (int64_t i = begin; i < end;)
 	{
 		const tl_qmm_part *part;
-		int64_t		r;
-		const uint8_t *wr;
+		int64_t		r,
+					stop;
 
 		while (p + 1 < j->n_parts && i >= j->parts[p + 1].first)
 			p++;
 		part = &j->parts[p];
 		r = i - part->first;
-		wr = part->w + (size_t) r * part->w_row;
-		for (int64_t v = 0; v < j->n; v++)
-			part->y[v * part->rows + r] = part->dot(j->cols, wr, part->a + (size_t) v * part->a_row);
+		stop = end - part->first < part->rows ? end - part->first : part->rows;
+		/* four rows at a time where the kernel has a four-row form */
+		for (; part->dot4 && r + 4 <= stop; r += 4)
+		{
+			const uint8_t *wr = part->w + (size_t) r * part->w_row;
+
+			for (int64_t v = 0; v < j->n; v++)
+			{
+				float		out[4];
+				float	   *y = part->y + v * part->rows + r;
+
+				part->dot4(j->cols, wr, part->w_row, part->a + (size_t) v * part->a_row, out);
+				y[0] = out[0];
+				y[1] = out[1];
+				y[2] = out[2];
+				y[3] = out[3];
+			}
+		}
+		for (; r < stop; r++)
+		{
+			const uint8_t *wr = part->w + (size_t) r * part->w_row;
+
+			for (int64_t v = 0; v < j->n; v++)
+				part->y[v * part->rows + r] = part->dot(j->cols, wr, part->a + (size_t) v * part->a_row);
+		}
+		i = part->first + stop;
 	}
 }
 
@@ -1477,6 +1509,7 @@ tl_quant_matmul_multi(const tl_qmm_spec *specs, int n_specs, int64_t cols,
 		part->rows = specs[i].rows;
 		part->first = i == 0 ? 0 : job.parts[i - 1].first + job.parts[i - 1].rows;
 		part->dot = tl_quant_vec_dot(specs[i].type);
+		part->dot4 = tl_quant_vec_dot4(specs[i].type);
 		part->a_row = tl_qtype_row_size(at, cols);
 		if (at == TL_QT_F32)
 		{
@@ -1504,11 +1537,12 @@ tl_quant_matmul_multi(const tl_qmm_spec *specs, int n_specs, int64_t cols,
 		tl_pool_run(n, 1, tl_qmm_quantize, &job);
 	}
 
-	/* small chunks balance the threads; each still covers >= 16 rows */
+	/* small chunks balance the threads; each covers >= 16 rows, a multiple of 4 */
 	threads = tl_pool_threads();
 	grain = total / (4 * threads);
 	if (grain < 16)
 		grain = 16;
+	grain -= grain % 4;
 	tl_pool_run(total, grain, tl_qmm_rows, &job);
 
 done:

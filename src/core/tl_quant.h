@@ -165,6 +165,12 @@ typedef void (*tl_to_float_fn) (const void *src, float *dst, int64_t n);
 typedef void (*tl_from_float_fn) (const float *src, void *dst, int64_t n);
 /* sum_i w[i]*a[i] over n elements; a is in the type's vec_dot_type. */
 typedef float (*tl_vec_dot_fn) (int64_t n, const void *w, const void *a);
+/*
+ * Four rows at once: out[r] = dot(row r, a) for the rows at w, w + stride,
+ * w + 2 stride, w + 3 stride, each summed exactly as the one-row function
+ * sums it (the activations are loaded and converted once for the four).
+ */
+typedef void (*tl_vec_dot4_fn) (int64_t n, const void *w, size_t stride, const void *a, float *out);
 
 typedef struct tl_qtype_traits
 {
@@ -181,6 +187,7 @@ typedef struct tl_qtype_traits
 	tl_vec_dot_fn vec_dot_avx2; /* AVX2+FMA+F16C version, or NULL */
 	tl_from_float_fn from_float_avx2;	/* the same for from_float (same
 										 * result), or NULL */
+	tl_vec_dot4_fn vec_dot4_avx2;	/* four rows of vec_dot_avx2, or NULL */
 } tl_qtype_traits;
 
 /*
@@ -208,6 +215,9 @@ tl_vec_dot_fn tl_quant_vec_dot(tl_qtype type);
  */
 typedef void (*tl_f16_axpy_fn) (int64_t n, float a, const uint16_t *x, float *y);
 tl_f16_axpy_fn tl_quant_f16_axpy(void);
+
+/* The four-row dot product for a type on this machine, or NULL (use vec_dot). */
+tl_vec_dot4_fn tl_quant_vec_dot4(tl_qtype type);
 
 /*
  * The conversion from float used for a type on this machine (the AVX2

@@ -311,6 +311,34 @@ tl_vec_dot_bf16_avx2(int64_t n, const void *w, const void *a)
 #define TL_ACCUMULATED (tl_hsum_ps(acc) + _mm_cvtss_f32(_mm_shuffle_ps(summ, summ, 1)))
 
 /*
+ * Four rows against the same activations: the block function is inlined
+ * four times per block with the same activation block, so its loads and
+ * conversions are shared while each row keeps its own accumulators and
+ * order.
+ */
+#define TL_FOUR_ROWS(block_fn, wtype, w, stride, a, nb, out) \
+	do { \
+		const uint8_t *w_ = (const uint8_t *) (w); \
+		const wtype *r0_ = (const wtype *) w_, \
+				   *r1_ = (const wtype *) (w_ + (stride)), \
+				   *r2_ = (const wtype *) (w_ + 2 * (stride)), \
+				   *r3_ = (const wtype *) (w_ + 3 * (stride)); \
+		__m256		c0_ = _mm256_setzero_ps(), c1_ = c0_, c2_ = c0_, c3_ = c0_; \
+		__m128		m0_ = _mm_setzero_ps(), m1_ = m0_, m2_ = m0_, m3_ = m0_; \
+		for (int64_t b_ = 0; b_ < (nb); b_++) \
+		{ \
+			block_fn(&r0_[b_], &(a)[b_], &c0_, &m0_); \
+			block_fn(&r1_[b_], &(a)[b_], &c1_, &m1_); \
+			block_fn(&r2_[b_], &(a)[b_], &c2_, &m2_); \
+			block_fn(&r3_[b_], &(a)[b_], &c3_, &m3_); \
+		} \
+		(out)[0] = tl_hsum_ps(c0_) + _mm_cvtss_f32(_mm_shuffle_ps(m0_, m0_, 1)); \
+		(out)[1] = tl_hsum_ps(c1_) + _mm_cvtss_f32(_mm_shuffle_ps(m1_, m1_, 1)); \
+		(out)[2] = tl_hsum_ps(c2_) + _mm_cvtss_f32(_mm_shuffle_ps(m2_, m2_, 1)); \
+		(out)[3] = tl_hsum_ps(c3_) + _mm_cvtss_f32(_mm_shuffle_ps(m3_, m3_, 1)); \
+	} while (0)
+
+/*
  * A block's two leading fp16 fields (d, then m for Q4_1/Q5_1 weights or
  * s for Q8_1 activations) as floats in lanes 0 and 1, with one
  * conversion.  For blocks with d alone, lane 1 holds whatever follows d
@@ -358,6 +386,14 @@ tl_vec_dot_q4_0_q8_0_avx2(int64_t n, const void *w, const void *act)
 	return TL_ACCUMULATED;
 }
 
+TL_AVX2 void
+tl_vec_dot4_q4_0_q8_0_avx2(int64_t n, const void *w, size_t stride, const void *act, float *out)
+{
+	const tl_block_q8_0 *a = act;
+
+	TL_FOUR_ROWS(tl_q4_0_block, tl_block_q4_0, w, stride, a, n / TL_QK, out);
+}
+
 /* d * da * q.a, and m * s (s = da * sum(a), kept in the Q8_1 block) */
 static inline TL_AVX2 void
 tl_q4_1_block(const tl_block_q4_1 *x, const tl_block_q8_1 *a, __m256 *acc, __m128 *summ)
@@ -376,6 +412,14 @@ tl_vec_dot_q4_1_q8_1_avx2(int64_t n, const void *w, const void *act)
 
 	TL_BLOCKS_IN_ORDER(tl_q4_1_block, x, a, n / TL_QK);
 	return TL_ACCUMULATED;
+}
+
+TL_AVX2 void
+tl_vec_dot4_q4_1_q8_1_avx2(int64_t n, const void *w, size_t stride, const void *act, float *out)
+{
+	const tl_block_q8_1 *a = act;
+
+	TL_FOUR_ROWS(tl_q4_1_block, tl_block_q4_1, w, stride, a, n / TL_QK, out);
 }
 
 /* the 5-bit levels of a Q5 block: nibbles, with bit i of qh as bit 4 */
@@ -409,6 +453,14 @@ tl_vec_dot_q5_0_q8_0_avx2(int64_t n, const void *w, const void *act)
 	return TL_ACCUMULATED;
 }
 
+TL_AVX2 void
+tl_vec_dot4_q5_0_q8_0_avx2(int64_t n, const void *w, size_t stride, const void *act, float *out)
+{
+	const tl_block_q8_0 *a = act;
+
+	TL_FOUR_ROWS(tl_q5_0_block, tl_block_q5_0, w, stride, a, n / TL_QK, out);
+}
+
 static inline TL_AVX2 void
 tl_q5_1_block(const tl_block_q5_1 *x, const tl_block_q8_1 *a, __m256 *acc, __m128 *summ)
 {
@@ -426,6 +478,14 @@ tl_vec_dot_q5_1_q8_1_avx2(int64_t n, const void *w, const void *act)
 
 	TL_BLOCKS_IN_ORDER(tl_q5_1_block, x, a, n / TL_QK);
 	return TL_ACCUMULATED;
+}
+
+TL_AVX2 void
+tl_vec_dot4_q5_1_q8_1_avx2(int64_t n, const void *w, size_t stride, const void *act, float *out)
+{
+	const tl_block_q8_1 *a = act;
+
+	TL_FOUR_ROWS(tl_q5_1_block, tl_block_q5_1, w, stride, a, n / TL_QK, out);
 }
 
 static inline TL_AVX2 void
@@ -446,6 +506,14 @@ tl_vec_dot_q8_0_q8_0_avx2(int64_t n, const void *w, const void *act)
 
 	TL_BLOCKS_IN_ORDER(tl_q8_0_block, x, a, n / TL_QK);
 	return TL_ACCUMULATED;
+}
+
+TL_AVX2 void
+tl_vec_dot4_q8_0_q8_0_avx2(int64_t n, const void *w, size_t stride, const void *act, float *out)
+{
+	const tl_block_q8_0 *a = act;
+
+	TL_FOUR_ROWS(tl_q8_0_block, tl_block_q8_0, w, stride, a, n / TL_QK, out);
 }
 
 /* ---------------------------------------------------------------------- */
