@@ -224,10 +224,34 @@ tl_vec_dot_f16(int64_t n, const void *w, const void *a)
 }
 
 static void
-tl_f16_axpy(int64_t n, float a, const uint16_t *x, float *y)
+tl_f16_scores(int D, int n_heads, const float *q, const uint16_t *k, size_t k_stride,
+			  int n_pos, float *out, size_t out_stride)
 {
-	for (int64_t i = 0; i < n; i++)
-		y[i] += a * tl_half_to_float(x[i]);
+	for (int p = 0; p < n_pos; p++)
+		for (int h = 0; h < n_heads; h++)
+		{
+			float		lane[8] = {0};
+
+			for (int d = 0; d < D; d++)
+				lane[d % 8] += tl_half_to_float(k[(size_t) p * k_stride + d]) * q[(size_t) h * D + d];
+			out[(size_t) h * out_stride + p] = ((lane[0] + lane[4]) + (lane[2] + lane[6])) +
+				((lane[1] + lane[5]) + (lane[3] + lane[7]));
+		}
+}
+
+static void
+tl_f16_mix(int D, int n_heads, const float *prob, size_t prob_stride, const uint16_t *v,
+		   size_t v_stride, int n_pos, int first, float *lanes)
+{
+	for (int p = 0; p < n_pos; p++)
+		for (int h = 0; h < n_heads; h++)
+		{
+			float		w = prob[(size_t) h * prob_stride + p];
+			float	   *l = lanes + ((size_t) h * 8 + (size_t) ((first + p) % 8)) * D;
+
+			for (int d = 0; d < D; d++)
+				l[d] += w * tl_half_to_float(v[(size_t) p * v_stride + d]);
+		}
 }
 
 static float
@@ -1333,14 +1357,24 @@ tl_quant_round_half(float *x, int64_t n)
 		x[i] = tl_half_to_float(tl_f32_to_fp16(x[i]));
 }
 
-tl_f16_axpy_fn
-tl_quant_f16_axpy(void)
+tl_f16_scores_fn
+tl_quant_f16_scores(void)
 {
 #if TL_QUANT_X86
 	if (tl_quant_simd_active())
-		return tl_f16_axpy_avx2;
+		return tl_f16_scores_avx2;
 #endif
-	return tl_f16_axpy;
+	return tl_f16_scores;
+}
+
+tl_f16_mix_fn
+tl_quant_f16_mix(void)
+{
+#if TL_QUANT_X86
+	if (tl_quant_simd_active())
+		return tl_f16_mix_avx2;
+#endif
+	return tl_f16_mix;
 }
 
 /* ======================================================================

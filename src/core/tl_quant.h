@@ -210,11 +210,28 @@ size_t		tl_qtype_row_size(tl_qtype type, int64_t n);
 tl_vec_dot_fn tl_quant_vec_dot(tl_qtype type);
 
 /*
- * y[i] += a * x[i] over n half-precision x: the weighted sum of cached
- * attention values.  The AVX2 version when the CPU has it, as above.
+ * Attention over a half-precision KV cache, for n_heads query heads of
+ * head_dim D that share one key/value head (grouped-query attention):
+ * each cached row is converted once for all of them.
+ *
+ *	 scores: out[h * out_stride + p] = k_p . q_h for p < n_pos, where
+ *			 k_p = k + p * k_stride and q_h = q + h * D; summed in eight
+ *			 lanes over D (lane i takes elements i, i+8, ...; fused
+ *			 multiply-adds), the lanes added pairwise at the end
+ *	 mix:    lanes[(h * 8 + (first + p) % 8) * D + d] += prob[h * prob_stride + p] * v_p[d]
+ *			 with fused multiply-adds: position p goes to lane p mod 8, so a
+ *			 caller can add the eight lanes pairwise at the end
+ *
+ * Those orders are llama.cpp's for the same products.  The AVX2 versions
+ * are chosen as for the dot products; the scalar ones round differently
+ * only in the last bits.
  */
-typedef void (*tl_f16_axpy_fn) (int64_t n, float a, const uint16_t *x, float *y);
-tl_f16_axpy_fn tl_quant_f16_axpy(void);
+typedef void (*tl_f16_scores_fn) (int D, int n_heads, const float *q, const uint16_t *k,
+								  size_t k_stride, int n_pos, float *out, size_t out_stride);
+typedef void (*tl_f16_mix_fn) (int D, int n_heads, const float *prob, size_t prob_stride,
+							   const uint16_t *v, size_t v_stride, int n_pos, int first, float *lanes);
+tl_f16_scores_fn tl_quant_f16_scores(void);
+tl_f16_mix_fn tl_quant_f16_mix(void);
 
 /* The four-row dot product for a type on this machine, or NULL (use vec_dot). */
 tl_vec_dot4_fn tl_quant_vec_dot4(tl_qtype type);

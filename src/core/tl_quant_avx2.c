@@ -137,16 +137,108 @@ tl_vec_dot_f16_avx2(int64_t n, const void *w, const void *a)
 	return s;
 }
 
-TL_AVX2 void
-tl_f16_axpy_avx2(int64_t n, float a, const uint16_t *x, float *y)
-{
-	__m256		av = _mm256_set1_ps(a);
-	int64_t		i = 0;
+#define TL_F16_MAX_CHUNKS 64		/* head_dim up to 512 in registers' worth of chunks */
 
-	for (; i + 8 <= n; i += 8)
-		_mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, tl_load_f16x8(x + i), _mm256_loadu_ps(y + i)));
-	for (; i < n; i++)
-		y[i] += a * H2F(x[i]);
+/*
+ * Scores for head sizes of 8 * chunks; inlined with a constant chunk
+ * count (64 and 128, the common head sizes) so the converted key row
+ * stays in registers for all the heads of the group.
+ */
+static inline __attribute__((always_inline)) TL_AVX2 void
+tl_f16_scores_chunks(const int chunks, int n_heads, const float *q, const uint16_t *k,
+					 size_t k_stride, int n_pos, float *out, size_t out_stride)
+{
+	for (int p = 0; p < n_pos; p++)
+	{
+		const uint16_t *kp = k + (size_t) p * k_stride;
+		__m256		kv[TL_F16_MAX_CHUNKS];
+
+		for (int c = 0; c < chunks; c++)
+			kv[c] = tl_load_f16x8(kp + 8 * c);
+		for (int h = 0; h < n_heads; h++)
+		{
+			const float *qh = q + (size_t) h * 8 * chunks;
+			__m256		acc = _mm256_setzero_ps();
+
+			for (int c = 0; c < chunks; c++)
+				acc = _mm256_fmadd_ps(kv[c], _mm256_loadu_ps(qh + 8 * c), acc);
+			out[(size_t) h * out_stride + p] = tl_hsum_ps(acc);
+		}
+	}
+}
+
+TL_AVX2 void
+tl_f16_scores_avx2(int D, int n_heads, const float *q, const uint16_t *k, size_t k_stride,
+				   int n_pos, float *out, size_t out_stride)
+{
+	if (D == 64)
+		tl_f16_scores_chunks(8, n_heads, q, k, k_stride, n_pos, out, out_stride);
+	else if (D == 128)
+		tl_f16_scores_chunks(16, n_heads, q, k, k_stride, n_pos, out, out_stride);
+	else if (D % 8 == 0 && D / 8 <= TL_F16_MAX_CHUNKS)
+		tl_f16_scores_chunks(D / 8, n_heads, q, k, k_stride, n_pos, out, out_stride);
+	else
+	{
+		/* odd head sizes: eight lanes the slow way, same order */
+		for (int p = 0; p < n_pos; p++)
+			for (int h = 0; h < n_heads; h++)
+			{
+				float		lane[8] = {0};
+
+				for (int d = 0; d < D; d++)
+					lane[d % 8] = fmaf(H2F(k[(size_t) p * k_stride + d]), q[(size_t) h * D + d], lane[d % 8]);
+				out[(size_t) h * out_stride + p] = ((lane[0] + lane[4]) + (lane[2] + lane[6])) +
+					((lane[1] + lane[5]) + (lane[3] + lane[7]));
+			}
+	}
+}
+
+/* Values for head sizes of 8 * chunks, inlined with a constant count as above. */
+static inline __attribute__((always_inline)) TL_AVX2 void
+tl_f16_mix_chunks(const int chunks, int n_heads, const float *prob, size_t prob_stride,
+				  const uint16_t *v, size_t v_stride, int n_pos, int first, float *lanes)
+{
+	const int	D = 8 * chunks;
+
+	for (int p = 0; p < n_pos; p++)
+	{
+		const uint16_t *vp = v + (size_t) p * v_stride;
+		size_t		lane = (size_t) ((first + p) % 8);
+		__m256		vv[TL_F16_MAX_CHUNKS];
+
+		for (int c = 0; c < chunks; c++)
+			vv[c] = tl_load_f16x8(vp + 8 * c);
+		for (int h = 0; h < n_heads; h++)
+		{
+			__m256		w = _mm256_set1_ps(prob[(size_t) h * prob_stride + p]);
+			float	   *l = lanes + ((size_t) h * 8 + lane) * D;
+
+			for (int c = 0; c < chunks; c++)
+				_mm256_storeu_ps(l + 8 * c, _mm256_fmadd_ps(w, vv[c], _mm256_loadu_ps(l + 8 * c)));
+		}
+	}
+}
+
+TL_AVX2 void
+tl_f16_mix_avx2(int D, int n_heads, const float *prob, size_t prob_stride, const uint16_t *v,
+				size_t v_stride, int n_pos, int first, float *lanes)
+{
+	if (D == 64)
+		tl_f16_mix_chunks(8, n_heads, prob, prob_stride, v, v_stride, n_pos, first, lanes);
+	else if (D == 128)
+		tl_f16_mix_chunks(16, n_heads, prob, prob_stride, v, v_stride, n_pos, first, lanes);
+	else if (D % 8 == 0 && D / 8 <= TL_F16_MAX_CHUNKS)
+		tl_f16_mix_chunks(D / 8, n_heads, prob, prob_stride, v, v_stride, n_pos, first, lanes);
+	else
+		for (int p = 0; p < n_pos; p++)
+			for (int h = 0; h < n_heads; h++)
+			{
+				float		w = prob[(size_t) h * prob_stride + p];
+				float	   *l = lanes + ((size_t) h * 8 + (size_t) ((first + p) % 8)) * D;
+
+				for (int d = 0; d < D; d++)
+					l[d] = fmaf(w, H2F(v[(size_t) p * v_stride + d]), l[d]);
+			}
 }
 
 TL_AVX2 void

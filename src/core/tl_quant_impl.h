@@ -39,7 +39,10 @@ void		tl_k4_unpack_scales(const uint8_t *s, uint8_t *sc, uint8_t *m);
 
 float		tl_vec_dot_f32_avx2(int64_t n, const void *w, const void *a);
 float		tl_vec_dot_f16_avx2(int64_t n, const void *w, const void *a);
-void		tl_f16_axpy_avx2(int64_t n, float a, const uint16_t *x, float *y);
+void		tl_f16_scores_avx2(int D, int n_heads, const float *q, const uint16_t *k,
+							   size_t k_stride, int n_pos, float *out, size_t out_stride);
+void		tl_f16_mix_avx2(int D, int n_heads, const float *prob, size_t prob_stride,
+							const uint16_t *v, size_t v_stride, int n_pos, int first, float *lanes);
 void		tl_f16_from_float_avx2(const float *src, void *dst, int64_t n);
 void		tl_round_half_avx2(float *x, int64_t n);
 void		tl_q8_0_from_float_avx2(const float *src, void *dst, int64_t n);

@@ -83,10 +83,12 @@ struct tl_llm_state
 	float	   *up;				/* (B, F) */
 	float	   *rope_cos;		/* (B, rope_dim/2) */
 	float	   *rope_sin;
-	float	   *scores;			/* (scores_rows, n_ctx): one row per pool worker */
-	int			scores_rows;
-	tl_vec_dot_fn dot_f16;		/* half keys . float query */
-	tl_f16_axpy_fn axpy_f16;	/* float += p * half values */
+	float	   *scores;			/* per pool worker: (group, n_ctx) scores, then
+								 * (group, 8, D) lanes */
+	int			scores_rows;	/* workers it has room for */
+	size_t		scores_per_worker;
+	tl_f16_scores_fn scores_f16;	/* K.q over cached keys */
+	tl_f16_mix_fn mix_f16;		/* probabilities times cached values */
 	tl_from_float_fn to_half;	/* float keys and values into the cache */
 };
 
@@ -518,8 +520,8 @@ tl_llm_state_new(tl_llm_state **out, const tl_llm_model *m, int32_t n_ctx)
 		tl_llm_state_free(st);
 		return rc;
 	}
-	st->dot_f16 = tl_quant_vec_dot(TL_QT_F16);
-	st->axpy_f16 = tl_quant_f16_axpy();
+	st->scores_f16 = tl_quant_f16_scores();
+	st->mix_f16 = tl_quant_f16_mix();
 	st->to_half = tl_quant_from_float(TL_QT_F16);
 	*out = st;
 	return TL_OK;
@@ -694,17 +696,23 @@ typedef struct tl_attn_job
 	int			layer;
 	int32_t		pos0;			/* position of the batch's first token */
 	float		scale;
+	int			heads_per_item; /* query heads of one key/value head done together */
+	int			splits;			/* items per (token, key/value head) */
 } tl_attn_job;
 
 #define TL_ATTN_LANES 8
+#define Min(a, b) ((a) < (b) ? (a) : (b))
 
 /*
- * Attention for (token, head) pairs, in llama.cpp's arithmetic (its
- * default path without flash attention): scores K.q with q in half
- * precision, scaled; a softmax with the sum in double; probabilities
- * rounded to half precision; values summed in eight lanes by position
- * (position p in lane p % 8, fused multiply-adds), the lanes added
- * pairwise at the end.  Scores go to the worker's row of st->scores.
+ * Attention for one token and up to a group of query heads that share a
+ * key/value head, in llama.cpp's arithmetic (its default path, without
+ * flash attention): scores K.q with q in half precision, scaled; a
+ * softmax with the sum in double; probabilities rounded to half
+ * precision; values summed in eight lanes by position (position p in
+ * lane p % 8), the lanes added pairwise at the end.  Each head's numbers
+ * are the same however heads are grouped into items, so results do not
+ * depend on the batch or the thread count.  Cached rows are converted
+ * once per item and page.  Scratch is the worker's slice of st->scores.
  * Runs on pool workers: no allocation, no errors.
  */
 static void
@@ -715,41 +723,60 @@ tl_llm_attention_task(void *arg, int64_t begin, int64_t end, int worker)
 	const tl_llm_config *c = &st->m->cfg;
 	int			D = c->head_dim,
 				group = c->n_head / c->n_head_kv;
-	float	   *sc = st->scores + (size_t) worker * st->n_ctx;
-	float		lanes[TL_ATTN_LANES][TL_LLM_MAX_HEAD_DIM];
+	float	   *sc = st->scores + (size_t) worker * st->scores_per_worker;
+	float	   *lanes = sc + (size_t) group * st->n_ctx;
 
 	for (int64_t item = begin; item < end; item++)
 	{
-		int32_t		t = (int32_t) (item / c->n_head);
-		int			h = (int) (item % c->n_head);
-		int			g = h / group;
-		int32_t		last = j->pos0 + t;
-		const float *q = st->q + ((size_t) t * c->n_head + h) * D;
-		float	   *out = st->att + ((size_t) t * c->n_head + h) * D;
-		float		mx = -INFINITY,
-					inv;
-		double		sum = 0.0;
+		int64_t		pair = item / j->splits;
+		int32_t		t = (int32_t) (pair / c->n_head_kv);
+		int			g = (int) (pair % c->n_head_kv);
+		int			h0 = g * group + (int) (item % j->splits) * j->heads_per_item;
+		int			nh = Min(j->heads_per_item, (g + 1) * group - h0);
+		int32_t		n_pos = j->pos0 + t + 1;
+		const float *q = st->q + ((size_t) t * c->n_head + h0) * D;
 
-		for (int32_t p = 0; p <= last; p++)
+		/* scores, a page of cached keys at a time */
+		for (int32_t p0 = 0; p0 < n_pos; p0 += TL_LLM_KV_PAGE)
+			st->scores_f16(D, nh, q, tl_llm_k_at(st, j->layer, p0) + (size_t) g * D, st->kv_dim,
+						   Min(TL_LLM_KV_PAGE, n_pos - p0), sc + p0, st->n_ctx);
+
+		/* softmax per head, probabilities rounded to half precision */
+		for (int h = 0; h < nh; h++)
 		{
-			sc[p] = st->dot_f16(D, tl_llm_k_at(st, j->layer, p) + (size_t) g * D, q) * j->scale;
-			if (sc[p] > mx)
-				mx = sc[p];
-		}
-		for (int32_t p = 0; p <= last; p++)
-			sum += (double) (sc[p] = expf(sc[p] - mx));
-		inv = (float) (1.0 / sum);
-		for (int32_t p = 0; p <= last; p++)
-			sc[p] *= inv;
-		tl_quant_round_half(sc, last + 1);
+			float	   *s = sc + (size_t) h * st->n_ctx;
+			float		mx = -INFINITY,
+						inv;
+			double		sum = 0.0;
 
-		for (int l = 0; l < TL_ATTN_LANES; l++)
-			memset(lanes[l], 0, sizeof(float) * D);
-		for (int32_t p = 0; p <= last; p++)
-			st->axpy_f16(D, sc[p], tl_llm_v_at(st, j->layer, p) + (size_t) g * D, lanes[p % TL_ATTN_LANES]);
-		for (int d = 0; d < D; d++)
-			out[d] = ((lanes[0][d] + lanes[4][d]) + (lanes[2][d] + lanes[6][d])) +
-				((lanes[1][d] + lanes[5][d]) + (lanes[3][d] + lanes[7][d]));
+			for (int32_t p = 0; p < n_pos; p++)
+			{
+				s[p] *= j->scale;
+				if (s[p] > mx)
+					mx = s[p];
+			}
+			for (int32_t p = 0; p < n_pos; p++)
+				sum += (double) (s[p] = expf(s[p] - mx));
+			inv = (float) (1.0 / sum);
+			for (int32_t p = 0; p < n_pos; p++)
+				s[p] *= inv;
+			tl_quant_round_half(s, n_pos);
+		}
+
+		/* values, a page at a time, into eight lanes per head */
+		memset(lanes, 0, sizeof(float) * (size_t) nh * TL_ATTN_LANES * D);
+		for (int32_t p0 = 0; p0 < n_pos; p0 += TL_LLM_KV_PAGE)
+			st->mix_f16(D, nh, sc + p0, st->n_ctx, tl_llm_v_at(st, j->layer, p0) + (size_t) g * D,
+						st->kv_dim, Min(TL_LLM_KV_PAGE, n_pos - p0), p0, lanes);
+		for (int h = 0; h < nh; h++)
+		{
+			const float *l = lanes + (size_t) h * TL_ATTN_LANES * D;
+			float	   *out = st->att + ((size_t) t * c->n_head + h0 + h) * D;
+
+			for (int d = 0; d < D; d++)
+				out[d] = ((l[0 * D + d] + l[4 * D + d]) + (l[2 * D + d] + l[6 * D + d])) +
+					((l[1 * D + d] + l[5 * D + d]) + (l[3 * D + d] + l[7 * D + d]));
+		}
 	}
 }
 
@@ -779,7 +806,7 @@ tl_llm_layer_forward(tl_llm_state *st, int il, int32_t n)
 		{st->gate, L->w_gate.data, L->w_gate.type, F},
 		{st->up, L->w_up.data, L->w_up.type, F},
 	};
-	tl_attn_job job = {st, il, st->n_past, 1.0f / sqrtf((float) D)};
+	tl_attn_job job = {st, il, st->n_past, 1.0f / sqrtf((float) D), 1, 1};
 
 	/* attention */
 	for (int32_t t = 0; t < n; t++)
@@ -799,7 +826,22 @@ tl_llm_layer_forward(tl_llm_state *st, int il, int32_t n)
 		st->to_half(st->v + (size_t) t * KD, tl_llm_v_at(st, il, st->n_past + t), KD);
 	}
 	tl_quant_round_half(st->q, (int64_t) n * QD);
-	tl_pool_run((int64_t) n * c->n_head, 1, tl_llm_attention_task, &job);
+	/*
+	 * A whole group of query heads per item shares the cached rows' loads;
+	 * when that leaves fewer items than threads (decoding one token) the
+	 * groups are split so every thread has work.
+	 */
+	{
+		int			group = c->n_head / c->n_head_kv;
+		int64_t		pairs = (int64_t) n * c->n_head_kv;
+
+		job.splits = 1;
+		while (job.splits < group && pairs * job.splits < 2 * tl_pool_threads())
+			job.splits++;
+		job.heads_per_item = (group + job.splits - 1) / job.splits;
+		job.splits = (group + job.heads_per_item - 1) / job.heads_per_item;
+		tl_pool_run(pairs * job.splits, 1, tl_llm_attention_task, &job);
+	}
 	TL_TRY(tl_quant_matmul(st->proj, L->wo.data, L->wo.type, E, QD, st->att, n));
 	tl_llm_add_bias(st->proj, L->bo, n, E);
 	for (size_t i = 0; i < (size_t) n * E; i++)
@@ -842,10 +884,13 @@ tl_llm_eval(tl_llm_state *st, const int32_t *tokens, int32_t n, float *logits)
 	TL_TRY(tl_llm_reserve(st, st->n_past + n - 1));
 	if (st->scores_rows < tl_pool_threads())
 	{
+		size_t		group = (size_t) (c->n_head / c->n_head_kv);
+
 		tl_free(st->scores);
 		st->scores_rows = 0;
-		if (!(st->scores = tl_alloc((size_t) tl_pool_threads() * (size_t) st->n_ctx, sizeof(float))))
-			return tl_fail(TL_ERR_NOMEM, "LLM eval: no memory for attention scores");
+		st->scores_per_worker = group * ((size_t) st->n_ctx + TL_ATTN_LANES * (size_t) c->head_dim);
+		if (!(st->scores = tl_alloc((size_t) tl_pool_threads() * st->scores_per_worker, sizeof(float))))
+			return tl_fail(TL_ERR_NOMEM, "LLM eval: no memory for attention scratch");
 		st->scores_rows = tl_pool_threads();
 	}
 

@@ -1000,6 +1000,81 @@ test_avx2_from_float(void **state)
 }
 
 /*
+ * The attention kernels over a half-precision cache: the dispatched
+ * (AVX2) scores and value mixes against plain double-precision sums, for
+ * the common head sizes, an odd one, several heads sharing rows, and a
+ * lane offset that does not start at 0.
+ */
+static void
+test_f16_attention_kernels(void **state)
+{
+	static const int dims[] = {64, 128, 24, 13};
+	tl_f16_scores_fn scores = tl_quant_f16_scores();
+	tl_f16_mix_fn mix = tl_quant_f16_mix();
+	tl_rng		rng;
+
+	tl_rng_seed(&rng, 31);
+	for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++)
+	{
+		int			D = dims[di],
+					H = 3,
+					P = 37,
+					first = 5;
+		size_t		stride = (size_t) D * 2 + 3;	/* rows inside a wider cache row */
+		uint16_t   *kv = calloc((size_t) P * stride, sizeof(uint16_t));
+		float	   *q = normal_row(&rng, (int64_t) H * D, 1.0f);
+		float	   *prob = normal_row(&rng, (int64_t) H * P, 1.0f);
+		float	   *out = calloc((size_t) H * P, sizeof(float));
+		float	   *lanes = calloc((size_t) H * 8 * D, sizeof(float));
+
+		for (size_t i = 0; i < (size_t) P * stride; i++)
+			kv[i] = tl_f32_to_fp16(tl_rng_normal(&rng));
+		scores(D, H, q, kv, stride, P, out, (size_t) P);
+		mix(D, H, prob, (size_t) P, kv, stride, P, first, lanes);
+		for (int h = 0; h < H; h++)
+			for (int p = 0; p < P; p++)
+			{
+				double		ref = 0,
+							mag = 0;
+
+				for (int d = 0; d < D; d++)
+				{
+					double		t = (double) tl_fp16_to_f32(kv[(size_t) p * stride + d]) * q[h * D + d];
+
+					ref += t;
+					mag += fabs(t);
+				}
+				if (fabs(out[h * P + p] - ref) > 1e-6 * mag + 1e-7)
+					fail_msg("D %d head %d position %d: score %.9g, expected %.9g", D, h, p, out[h * P + p], ref);
+			}
+		for (int h = 0; h < H; h++)
+			for (int lane = 0; lane < 8; lane++)
+				for (int d = 0; d < D; d++)
+				{
+					double		ref = 0,
+								mag = 0;
+
+					for (int p = 0; p < P; p++)
+						if ((first + p) % 8 == lane)
+						{
+							double		t = (double) prob[h * P + p] * tl_fp16_to_f32(kv[(size_t) p * stride + d]);
+
+							ref += t;
+							mag += fabs(t);
+						}
+					if (fabs(lanes[((size_t) h * 8 + lane) * D + d] - ref) > 1e-6 * mag + 1e-7)
+						fail_msg("D %d head %d lane %d dim %d: %.9g, expected %.9g", D, h, lane, d,
+								 lanes[((size_t) h * 8 + lane) * D + d], ref);
+				}
+		free(kv);
+		free(q);
+		free(prob);
+		free(out);
+		free(lanes);
+	}
+}
+
+/*
  * Q8_1, the activation format of Q4_1 and Q5_1: it quantizes as ggml
  * does (scale amax/127, round half to even) and keeps s = d * sum(q) in
  * half precision; as weights it has no dot product.
@@ -1154,6 +1229,7 @@ main(void)
 		cmocka_unit_test(test_matmul_pool),
 		cmocka_unit_test(test_matmul_bad_args),
 		cmocka_unit_test(test_avx2_from_float),
+		cmocka_unit_test(test_f16_attention_kernels),
 		cmocka_unit_test(test_q8_1_activations),
 		cmocka_unit_test(test_storage_only),
 	};
