@@ -16,6 +16,7 @@
 
 #include "tl_alloc.h"
 #include "tl_llm.h"
+#include "tl_math.h"
 #include "tl_pool.h"
 #include "tl_quant.h"
 
@@ -780,10 +781,12 @@ tl_llm_attention_task(void *arg, int64_t begin, int64_t end, int worker)
 	}
 }
 
-static inline float
-tl_llm_silu(float x)
+/* gate = silu(gate) * up, vectorised (tl_expf is branch-free) */
+static TL_SIMD_CLONES void
+tl_llm_swiglu(float *gate, const float *up, size_t n)
 {
-	return x / (1.0f + expf(-x));
+	for (size_t i = 0; i < n; i++)
+		gate[i] = gate[i] / (1.0f + tl_expf(-gate[i])) * up[i];
 }
 
 static tl_status
@@ -851,8 +854,7 @@ tl_llm_layer_forward(tl_llm_state *st, int il, int32_t n)
 	for (int32_t t = 0; t < n; t++)
 		tl_llm_rmsnorm(st->h + (size_t) t * E, st->x + (size_t) t * E, L->ffn_norm, E, c->rms_eps);
 	TL_TRY(tl_quant_matmul_multi(ffn, 2, E, st->h, n));
-	for (size_t i = 0; i < (size_t) n * F; i++)
-		st->gate[i] = tl_llm_silu(st->gate[i]) * st->up[i];
+	tl_llm_swiglu(st->gate, st->up, (size_t) n * F);
 	TL_TRY(tl_quant_matmul(st->proj, L->w_down.data, L->w_down.type, E, F, st->gate, n));
 	for (size_t i = 0; i < (size_t) n * E; i++)
 		st->x[i] += st->proj[i];
