@@ -1424,6 +1424,19 @@ tl_qmm_quantize(void *arg, int64_t begin, int64_t end, int worker)
 		j->quantize(j->x + v * j->cols, j->abuf + (size_t) v * j->a_row, j->cols);
 }
 
+/*
+ * Ask for weight rows a little ahead of use.  Weights stream from memory
+ * once per token; without this, each chunk of rows (and every short
+ * matrix) waits for the hardware prefetcher to notice the stream, which
+ * cost a third of the decoding speed of a small model.
+ */
+static inline void
+tl_qmm_prefetch(const uint8_t *p, size_t bytes)
+{
+	for (size_t off = 0; off < bytes; off += 64)
+		__builtin_prefetch(p + off, 0, 0);
+}
+
 static void
 tl_qmm_rows(void *arg, int64_t begin, int64_t end, int worker)
 {
@@ -1446,6 +1459,9 @@ tl_qmm_rows(void *arg, int64_t begin, int64_t end, int worker)
 		{
 			const uint8_t *wr = part->w + (size_t) r * part->w_row;
 
+			if (r + 8 <= stop)
+				tl_qmm_prefetch(wr + 4 * part->w_row, 4 * part->w_row);
+
 			for (int64_t v = 0; v < j->n; v++)
 			{
 				float		out[4];
@@ -1461,6 +1477,9 @@ tl_qmm_rows(void *arg, int64_t begin, int64_t end, int worker)
 		for (; r < stop; r++)
 		{
 			const uint8_t *wr = part->w + (size_t) r * part->w_row;
+
+			if (r + 4 < stop)
+				tl_qmm_prefetch(wr + 4 * part->w_row, part->w_row);
 
 			for (int64_t v = 0; v < j->n; v++)
 				part->y[v * part->rows + r] = part->dot(j->cols, wr, part->a + (size_t) v * part->a_row);
