@@ -6,6 +6,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE				/* memmem */
 #endif
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,12 @@ struct tl_tokenizer
 	bool		add_bos;
 	tl_tok_pre	pre;
 	char		pre_name[32];
+
+	/* SentencePiece ("llama") vocabularies */
+	bool		spm;
+	bool		add_space_prefix;	/* a space before the text (and after specials) */
+	int32_t    *spm_rank;		/* per id: dense rank of its score, best 0 */
+	int32_t		spm_byte[256];	/* the <0xXX> token of each byte, or -1 */
 };
 
 /* --------------------------------------------------------- hash helpers */
@@ -386,6 +393,9 @@ typedef struct enc
 	int32_t    *sym_next;
 	heap_entry *heap;
 	size_t		heap_len;
+	/* SPM: the escaped fragment and the symbols' lengths */
+	uint8_t    *spm_text;
+	int32_t    *spm_len;
 	/* output */
 	int32_t    *out;
 	size_t		n_out;
@@ -709,6 +719,131 @@ split_llama3(enc *e, size_t ini, size_t end, size_t max_digits)
 	}
 }
 
+/*
+ * SentencePiece (llama.cpp's SPM tokenizer): the text, spaces written as
+ * U+2581 ("\xE2\x96\x81"), starts as one symbol per UTF-8 character
+ * (the lead byte's length, unchecked, as llama.cpp cuts); adjacent
+ * symbols whose concatenation is a token merge, the best-scored first
+ * (lower left position among equals); a final symbol that is not a
+ * token becomes its bytes' <0xXX> tokens (or unk).
+ */
+#define SPM_SPACE "\xE2\x96\x81"
+
+static void
+spm_try_pair(enc *e, const uint8_t *text, const int32_t *off, const int32_t *len,
+			 int32_t left, int32_t right)
+{
+	const tl_tokenizer *tok = e->tok;
+	heap_entry	x;
+	int32_t		id;
+
+	if (left < 0 || right < 0)
+		return;
+	id = tl_tokenizer_lookup(tok, (const char *) text + off[left], (size_t) (len[left] + len[right]));
+	if (id < 0)
+		return;
+	x.rank = tok->spm_rank[id];
+	x.left = left;
+	x.right = right;
+	x.left_id = len[left];		/* lengths at push time: a later merge makes it stale */
+	x.right_id = len[right];
+	x.result = id;
+	heap_push(e, x);
+}
+
+static void
+spm_emit_symbol(enc *e, const uint8_t *text, int32_t off, int32_t len)
+{
+	const tl_tokenizer *tok = e->tok;
+	int32_t		id = tl_tokenizer_lookup(tok, (const char *) text + off, (size_t) len);
+
+	if (id >= 0)
+	{
+		e->out[e->n_out++] = id;
+		return;
+	}
+	for (int32_t b = 0; b < len; b++)
+	{
+		int32_t		byte_tok = tok->spm_byte[text[off + b]];
+
+		if (byte_tok >= 0)
+			e->out[e->n_out++] = byte_tok;
+		else if (tok->unk >= 0)
+			e->out[e->n_out++] = tok->unk;
+	}
+}
+
+/* SPM over text[0..len) (already escaped); symbols in e->sym_* arrays. */
+static void
+spm_piece(enc *e, const uint8_t *text, int32_t len)
+{
+	static const uint8_t lead_len[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+	int32_t    *off = e->sym_id,	/* reused: byte offset of each symbol */
+			   *sl = e->spm_len,
+			   *prev = e->sym_prev,
+			   *next = e->sym_next;
+	int32_t		n = 0;
+
+	for (int32_t at = 0; at < len; n++)
+	{
+		int32_t		k = lead_len[text[at] >> 4];
+
+		off[n] = at;
+		sl[n] = k < len - at ? k : len - at;
+		prev[n] = n - 1;
+		next[n] = -1;
+		if (n > 0)
+			next[n - 1] = n;
+		at += sl[n];
+	}
+	e->heap_len = 0;
+	for (int32_t i = 0; i + 1 < n; i++)
+		spm_try_pair(e, text, off, sl, i, i + 1);
+	while (e->heap_len > 0)
+	{
+		heap_entry	x = heap_pop(e);
+		int32_t		l = x.left,
+					r = x.right;
+
+		if (sl[l] != x.left_id || sl[r] != x.right_id || next[l] != r || sl[l] == 0 || sl[r] == 0)
+			continue;
+		sl[l] += sl[r];
+		sl[r] = 0;
+		next[l] = next[r];
+		if (next[r] >= 0)
+			prev[next[r]] = l;
+		spm_try_pair(e, text, off, sl, prev[l], l);
+		spm_try_pair(e, text, off, sl, l, next[l]);
+	}
+	for (int32_t i = n > 0 ? 0 : -1; i >= 0; i = next[i])
+		spm_emit_symbol(e, text, off[i], sl[i]);
+}
+
+/* Escape a raw fragment (with the prefix space when asked) and run SPM. */
+static void
+spm_encode_raw(enc *e, const uint8_t *text, size_t len, bool prefix_space)
+{
+	size_t		o = 0;
+
+	if (prefix_space)
+	{
+		memcpy(e->spm_text, SPM_SPACE, 3);
+		o = 3;
+	}
+	for (size_t i = 0; i < len; i++)
+	{
+		if (text[i] == ' ')
+		{
+			memcpy(e->spm_text + o, SPM_SPACE, 3);
+			o += 3;
+		}
+		else
+			e->spm_text[o++] = text[i];
+	}
+	if (o > 0)
+		spm_piece(e, e->spm_text, (int32_t) o);
+}
+
 /* Pre-tokenize and BPE the raw bytes text[0..len). */
 static void
 encode_raw(enc *e, const uint8_t *text, size_t len)
@@ -882,7 +1017,7 @@ tl_tokenizer_encode(const tl_tokenizer *tok, const char *text, size_t len,
 
 	memset(&e, 0, sizeof(e));
 	e.tok = tok;
-	e.out = tl_alloc(len + 1, sizeof(int32_t));
+	e.out = tl_alloc(len + 4, sizeof(int32_t));	/* BOS, and an SPM prefix space's 3 bytes */
 	n_frags = len ? 2 * count_special(tok, (const uint8_t *) text, len, flags) + 1 : 1;
 	frags = tl_alloc(n_frags, sizeof(fragment));
 	spare = tl_alloc(n_frags, sizeof(fragment));
@@ -897,7 +1032,25 @@ tl_tokenizer_encode(const tl_tokenizer *tok, const char *text, size_t len,
 	for (size_t f = 0; f < n_frags; f++)
 		if (frags[f].id < 0 && frags[f].len > max_frag)
 			max_frag = frags[f].len;
-	if (max_frag > 0)
+	if (max_frag > 0 && tok->spm)
+	{
+		/* the escaped text: a space may become three bytes, plus the prefix */
+		size_t		m = 3 * max_frag + 3;
+
+		e.spm_text = tl_alloc(m, 1);
+		e.spm_len = tl_alloc(m, sizeof(int32_t));
+		e.sym_id = tl_alloc(m, sizeof(int32_t));
+		e.sym_prev = tl_alloc(m, sizeof(int32_t));
+		e.sym_next = tl_alloc(m, sizeof(int32_t));
+		e.heap = tl_alloc(3 * m, sizeof(heap_entry));
+		/* each raw byte may become one byte token, and the prefix space three */
+		if (!e.spm_text || !e.spm_len || !e.sym_id || !e.sym_prev || !e.sym_next || !e.heap)
+		{
+			rc = tl_fail(TL_ERR_NOMEM, "tokenizer encode: out of memory for %zu bytes", len);
+			goto done;
+		}
+	}
+	else if (max_frag > 0)
 	{
 		e.cps = tl_alloc(max_frag, sizeof(uint32_t));
 		e.cats = tl_alloc(max_frag, 1);
@@ -917,11 +1070,17 @@ tl_tokenizer_encode(const tl_tokenizer *tok, const char *text, size_t len,
 	{
 		if (frags[f].id >= 0)
 			e.out[e.n_out++] = frags[f].id;
+		else if (tok->spm)
+			/* llama.cpp: the space prefix at the start and after a special token */
+			spm_encode_raw(&e, (const uint8_t *) text + frags[f].start, frags[f].len,
+						   tok->add_space_prefix && (f == 0 || frags[f - 1].id >= 0));
 		else
 			encode_raw(&e, (const uint8_t *) text + frags[f].start, frags[f].len);
 	}
 
 done:
+	tl_free(e.spm_text);
+	tl_free(e.spm_len);
 	tl_free(e.cps);
 	tl_free(e.cats);
 	tl_free(e.offs);
@@ -949,6 +1108,39 @@ is_special_type(uint8_t t)
 	return t == TL_TOKEN_CONTROL || t == TL_TOKEN_UNKNOWN || t == TL_TOKEN_USER_DEFINED;
 }
 
+/*
+ * One SPM piece into out (room for m bytes: U+2581 shrinks to a space, a
+ * byte token to one byte); returns the bytes written.
+ */
+static size_t
+spm_decode_piece(const tl_tokenizer *tok, int32_t id, uint8_t type, const uint8_t *p, size_t m,
+				 char *out, bool strip_space)
+{
+	size_t		o = 0;
+
+	if (type == TL_TOKEN_BYTE)
+	{
+		for (int b = 0; b < 256; b++)
+			if (tok->spm_byte[b] == id)
+			{
+				out[0] = (char) b;
+				return 1;
+			}
+	}
+	for (size_t i = 0; i < m;)
+	{
+		if (i + 3 <= m && memcmp(p + i, SPM_SPACE, 3) == 0)
+		{
+			if (!(strip_space && o == 0 && i == 0))
+				out[o++] = ' ';
+			i += 3;
+		}
+		else
+			out[o++] = (char) p[i++];
+	}
+	return o;
+}
+
 tl_status
 tl_tokenizer_decode(const tl_tokenizer *tok, const int32_t *ids, size_t n,
 					unsigned flags, char **text, size_t *len)
@@ -956,6 +1148,7 @@ tl_tokenizer_decode(const tl_tokenizer *tok, const int32_t *ids, size_t n,
 	size_t		total = 0,
 				at = 0;
 	char	   *out;
+	bool		started = false;	/* a piece other than BOS was written */
 
 	if (!text || !len)
 		return tl_fail(TL_ERR_ARG, "tokenizer decode: NULL output");
@@ -986,6 +1179,15 @@ tl_tokenizer_decode(const tl_tokenizer *tok, const int32_t *ids, size_t n,
 				continue;
 			memcpy(out + at, p, m);
 			at += m;
+			if (id != tok->bos)
+				started = true;
+			continue;
+		}
+		if (tok->spm)
+		{
+			at += spm_decode_piece(tok, id, type, p, m, out + at,
+								   (flags & TL_TOK_STRIP_PREFIX) && !started);
+			started = true;
 			continue;
 		}
 		/* back through the byte alphabet; code points outside it verbatim */
@@ -1203,21 +1405,114 @@ load_merges(tl_tokenizer *tok, const tl_gguf *g)
 	return rc;
 }
 
+/* BOS, EOS, unknown and padding ids, and whether BOS is added. */
+static tl_status
+load_special_ids(tl_tokenizer *tok, const tl_gguf *g, bool add_bos_default)
+{
+	TL_TRY(get_special(g, "tokenizer.ggml.bos_token_id", tok->n_vocab, &tok->bos));
+	TL_TRY(get_special(g, "tokenizer.ggml.eos_token_id", tok->n_vocab, &tok->eos));
+	TL_TRY(get_special(g, "tokenizer.ggml.unknown_token_id", tok->n_vocab, &tok->unk));
+	TL_TRY(get_special(g, "tokenizer.ggml.padding_token_id", tok->n_vocab, &tok->pad));
+	tok->add_bos = add_bos_default;
+	if (tl_gguf_find(g, "tokenizer.ggml.add_bos_token"))
+		TL_TRY(tl_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &tok->add_bos));
+	return TL_OK;
+}
+
+static tl_status load_special_split(tl_tokenizer *tok);
+
+static int
+cmp_score_desc(const void *a, const void *b, void *arg)
+{
+	const float *score = arg;
+	int32_t		x = *(const int32_t *) a,
+				y = *(const int32_t *) b;
+
+	if (score[x] != score[y])
+		return score[x] > score[y] ? -1 : 1;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * A SentencePiece vocabulary: tokens, types, scores (ranked once, so the
+ * merge heap compares integers), byte tokens, the space prefix.
+ */
+static tl_status
+load_spm(tl_tokenizer *tok, const tl_gguf *g)
+{
+	const tl_gguf_kv *kv;
+	float	   *score;
+	int32_t    *order;
+	tl_status	rc = TL_OK;
+
+	tok->spm = true;
+	tok->pre = TL_TOK_PRE_GPT2;	/* unused by SPM */
+	strcpy(tok->pre_name, "llama");
+	TL_TRY(load_tokens(tok, g));
+	TL_TRY(load_types(tok, g));
+	TL_TRY(tl_gguf_get_floats(g, "tokenizer.ggml.scores", &kv));
+	if (kv->count != (size_t) tok->n_vocab)
+		return tl_fail(TL_ERR_ARG, "tokenizer: tokenizer.ggml.scores has %zu entries for %d tokens",
+					   kv->count, tok->n_vocab);
+	score = tl_alloc((size_t) tok->n_vocab, sizeof(float));
+	order = tl_alloc((size_t) tok->n_vocab, sizeof(int32_t));
+	tok->spm_rank = tl_alloc((size_t) tok->n_vocab, sizeof(int32_t));
+	if (!score || !order || !tok->spm_rank)
+		rc = tl_fail(TL_ERR_NOMEM, "tokenizer: out of memory for %d scores", tok->n_vocab);
+	else
+		rc = tl_gguf_copy_f32(kv, score, kv->count);
+	for (int32_t i = 0; rc == TL_OK && i < tok->n_vocab; i++)
+	{
+		if (!(score[i] == score[i]))
+			rc = tl_fail(TL_ERR_ARG, "tokenizer: the score of token %d is not a number", i);
+		order[i] = i;
+	}
+	if (rc == TL_OK)
+	{
+		int32_t		rank = 0;
+
+		qsort_r(order, (size_t) tok->n_vocab, sizeof(int32_t), cmp_score_desc, score);
+		for (int32_t i = 0; i < tok->n_vocab; i++)
+		{
+			if (i > 0 && score[order[i]] != score[order[i - 1]])
+				rank++;
+			tok->spm_rank[order[i]] = rank;
+		}
+	}
+	tl_free(score);
+	tl_free(order);
+	TL_TRY(rc);
+
+	for (int b = 0; b < 256; b++)
+	{
+		char		name[8];
+
+		snprintf(name, sizeof(name), "<0x%02X>", b);
+		tok->spm_byte[b] = tl_tokenizer_lookup(tok, name, 6);
+	}
+	TL_TRY(load_special_ids(tok, g, true));
+	tok->add_space_prefix = true;
+	if (tl_gguf_find(g, "tokenizer.ggml.add_space_prefix"))
+		TL_TRY(tl_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &tok->add_space_prefix));
+	return load_special_split(tok);
+}
+
 static tl_status
 load_all(tl_tokenizer *tok, const tl_gguf *g)
 {
 	tl_gguf_str model,
 				pre;
 	const tl_gguf_kv *pre_kv;
-	special_sort *sorted;
-	size_t		n_special = 0;
 	int			next;
 
 	if (!tl_gguf_find(g, "tokenizer.ggml.model"))
 		return tl_fail(TL_ERR_ARG, "tokenizer: tokenizer.ggml.model is missing");
 	TL_TRY(tl_gguf_get_string(g, "tokenizer.ggml.model", &model));
+	if (tl_gguf_str_eq(model, "llama"))
+		return load_spm(tok, g);
 	if (!tl_gguf_str_eq(model, "gpt2"))
-		return tl_fail(TL_ERR_UNAVAILABLE, "tokenizer: model \"%.*s\" is not supported (only \"gpt2\" BPE)",
+		return tl_fail(TL_ERR_UNAVAILABLE,
+					   "tokenizer: model \"%.*s\" is not supported (\"gpt2\" BPE, \"llama\" SentencePiece)",
 					   (int) (model.len > 64 ? 64 : model.len), model.ptr);
 
 	tok->pre = TL_TOK_PRE_GPT2;
@@ -1244,13 +1539,7 @@ load_all(tl_tokenizer *tok, const tl_gguf *g)
 	TL_TRY(load_tokens(tok, g));
 	TL_TRY(load_types(tok, g));
 	TL_TRY(load_merges(tok, g));
-	TL_TRY(get_special(g, "tokenizer.ggml.bos_token_id", tok->n_vocab, &tok->bos));
-	TL_TRY(get_special(g, "tokenizer.ggml.eos_token_id", tok->n_vocab, &tok->eos));
-	TL_TRY(get_special(g, "tokenizer.ggml.unknown_token_id", tok->n_vocab, &tok->unk));
-	TL_TRY(get_special(g, "tokenizer.ggml.padding_token_id", tok->n_vocab, &tok->pad));
-	tok->add_bos = false;
-	if (tl_gguf_find(g, "tokenizer.ggml.add_bos_token"))
-		TL_TRY(tl_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &tok->add_bos));
+	TL_TRY(load_special_ids(tok, g, false));
 
 	/* the byte alphabet: printable bytes are themselves, the rest 256.. */
 	next = 256;
@@ -1266,7 +1555,16 @@ load_all(tl_tokenizer *tok, const tl_gguf *g)
 		tok->byte_id[b] = tl_tokenizer_lookup(tok, u, (size_t) n);
 	}
 
-	/* special-split candidates, longest first */
+	return load_special_split(tok);
+}
+
+/* Special-split candidates (control, unknown, user-defined), longest first. */
+static tl_status
+load_special_split(tl_tokenizer *tok)
+{
+	special_sort *sorted;
+	size_t		n_special = 0;
+
 	for (int32_t id = 0; id < tok->n_vocab; id++)
 		if (is_special_type(tok->types[id]) && tok_len(tok, id) > 0)
 			n_special++;
@@ -1328,6 +1626,7 @@ tl_tokenizer_free(tl_tokenizer *tok)
 	tl_free(tok->merge_rank);
 	tl_free(tok->merge_result);
 	tl_free(tok->special);
+	tl_free(tok->spm_rank);
 	tl_free(tok);
 }
 

@@ -54,6 +54,15 @@
  * a merge without a space, a token_type array of the wrong length, a
  * special id out of range all give TL_ERR_ARG with a message.
  *
+ * SentencePiece ("llama"), as llama.cpp does it: spaces become U+2581
+ * and, with tokenizer.ggml.add_space_prefix (default true), one is put
+ * before the text and after each special token; symbols start as UTF-8
+ * characters and adjacent pairs whose text is a token merge, the highest
+ * score first; a symbol left that is no token becomes <0xXX> byte tokens
+ * (or unk).  BOS is added by default (tokenizer.ggml.add_bos_token).
+ * Decoding turns U+2581 back into spaces and byte tokens into bytes;
+ * TL_TOK_STRIP_PREFIX drops the one space the encoder added.
+ *
  * Memory comes from tl_alloc only.  tl_tokenizer_load copies what it
  * keeps, so the GGUF may be closed afterwards.  A loaded tokenizer is
  * never modified: any number of threads may encode and decode with it
@@ -112,6 +121,8 @@ typedef enum tl_tok_pre
 
 /* Decoding flags. */
 #define TL_TOK_SKIP_SPECIAL		0x1u	/* leave out control and unknown tokens */
+#define TL_TOK_STRIP_PREFIX		0x2u	/* drop the space an SPM encoder put before
+										 * the text (a whole sequence, not a piece) */
 
 typedef struct tl_tokenizer tl_tokenizer;
 
@@ -158,7 +169,7 @@ int32_t		tl_tokenizer_lookup(const tl_tokenizer *tok, const char *text, size_t l
 /*
  * Encode len bytes of text.  *ids is tl_alloc'd (the caller tl_free's
  * it; NULL with *n_ids 0 for an empty result) and holds *n_ids ids, at
- * most len + 1.  flags: TL_TOK_PARSE_SPECIAL, TL_TOK_ADD_BOS,
+ * most len + 4.  flags: TL_TOK_PARSE_SPECIAL, TL_TOK_ADD_BOS,
  * TL_TOK_FORCE_BOS.
  */
 tl_status	tl_tokenizer_encode(const tl_tokenizer *tok, const char *text, size_t len,

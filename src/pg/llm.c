@@ -813,7 +813,7 @@ tutor_detokenize(PG_FUNCTION_ARGS)
 					 errmsg("token id %d is null", i + 1)));
 		ids[i] = DatumGetInt32(elems[i]);
 	}
-	rc = tl_tokenizer_decode(tl_llm_tokenizer(e->model), ids, (size_t) n, 0, &raw, &len);
+	rc = tl_tokenizer_decode(tl_llm_tokenizer(e->model), ids, (size_t) n, TL_TOK_STRIP_PREFIX, &raw, &len);
 	if (rc != TL_OK)
 		tutor_raise(rc, "detokenizing");
 	rc = tl_utf8_clean(raw, len, &clean, &clean_len);

@@ -19,6 +19,8 @@
 
 #define REAL_MODEL "build/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define FIXTURE "test/fixtures/tokenizer_smollm2.txt"
+#define SPM_VOCAB "test/fixtures/spm_vocab.gguf"
+#define SPM_FIXTURE "test/fixtures/tokenizer_spm.txt"
 
 #define ASSERT_MESSAGE_HAS(fragment) \
 	do { if (!strstr(tl_last_error(), (fragment))) \
@@ -351,8 +353,13 @@ test_hostile_metadata(void **state)
 	expect_load_fails(&o, TL_ERR_ARG, "bos_token_id = 21 is out of range");
 
 	memset(&o, 0, sizeof(o));
+	o.model = "bert";
+	expect_load_fails(&o, TL_ERR_UNAVAILABLE, "\"bert\" is not supported");
+
+	/* a SentencePiece vocabulary needs its scores */
+	memset(&o, 0, sizeof(o));
 	o.model = "llama";
-	expect_load_fails(&o, TL_ERR_UNAVAILABLE, "\"llama\" is not supported");
+	expect_load_fails(&o, TL_ERR_ARG, "tokenizer.ggml.scores");
 
 	memset(&o, 0, sizeof(o));
 	o.pre = "made-up";
@@ -517,9 +524,9 @@ unescape(const char *s, size_t n, size_t *out_len)
 }
 
 static bool
-fixture_load(fixture *fx)
+fixture_load(fixture *fx, const char *path)
 {
-	FILE	   *f = fopen(FIXTURE, "r");
+	FILE	   *f = fopen(path, "r");
 	char	   *line = NULL;
 	size_t		cap = 0;
 	ssize_t		got;
@@ -609,7 +616,7 @@ real_setup(void **state)
 		return 0;
 	ASSERT_OK(tl_gguf_open(&r->g, REAL_MODEL));
 	ASSERT_OK(tl_tokenizer_load(&r->tok, &r->g));
-	fixture_load(&r->fx);
+	fixture_load(&r->fx, FIXTURE);
 	return 0;
 }
 
@@ -690,6 +697,75 @@ test_real_fixtures(void **state)
 	}
 	print_message("  %zu fixture lines, %zu tokens: all match llama.cpp and round-trip\n",
 				  r->fx.n, tokens);
+}
+
+/*
+ * A SentencePiece vocabulary (test/fixtures/spm_vocab.gguf, trained and
+ * written by test/bench/spm_oracle.py) against llama.cpp's ids for the
+ * same corpus; decoding with the prefix space stripped gives the text
+ * back, byte-fallback pieces included.
+ */
+static void
+test_spm_fixtures(void **state)
+{
+	tl_gguf		g = {0};
+	tl_tokenizer *tok = NULL;
+	fixture		fx;
+	size_t		tokens = 0;
+	int32_t    *ids = NULL;
+	size_t		n = 0;
+
+	ASSERT_OK(tl_gguf_open(&g, SPM_VOCAB));
+	ASSERT_OK(tl_tokenizer_load(&tok, &g));
+	tl_gguf_close(&g);				/* the tokenizer keeps copies */
+	assert_string_equal(tl_tokenizer_pre_name(tok), "llama");
+	assert_true(tl_tokenizer_add_bos(tok));
+	assert_int_equal(tl_tokenizer_bos(tok), 1);
+	if (!fixture_load(&fx, SPM_FIXTURE))
+		fail_msg("%s is missing or empty", SPM_FIXTURE);
+	for (size_t i = 0; i < fx.n; i++)
+	{
+		const fixture_case *c = &fx.cases[i];
+		char	   *back = NULL;
+		size_t		back_len = 0;
+
+		ASSERT_OK(tl_tokenizer_encode(tok, c->text, c->len, c->flags, &ids, &n));
+		if (n != c->n_ids || (n && memcmp(ids, c->ids, n * sizeof(int32_t)) != 0))
+		{
+			size_t		k = 0;
+
+			while (k < n && k < c->n_ids && ids[k] == c->ids[k])
+				k++;
+			fail_msg("SPM fixture %zu (special %u) \"%s\": %zu ids, expected %zu; first difference at %zu (%d vs %d)",
+					 i, c->flags, c->text, n, c->n_ids, k, k < n ? ids[k] : -1,
+					 k < c->n_ids ? c->ids[k] : -1);
+		}
+		tokens += n;
+		ASSERT_OK(tl_tokenizer_decode(tok, ids, n, TL_TOK_STRIP_PREFIX, &back, &back_len));
+		if (back_len != c->len || memcmp(back, c->text, c->len) != 0)
+			fail_msg("SPM fixture %zu: decode(encode(x)) is \"%s\", expected \"%s\"", i, back, c->text);
+		tl_free(back);
+		tl_free(ids);
+	}
+	/* BOS by default; stripping skips it; pieces keep their spaces */
+	ASSERT_OK(tl_tokenizer_encode(tok, "the student", 11, TL_TOK_ADD_BOS, &ids, &n));
+	assert_true(n >= 2 && ids[0] == 1);
+	{
+		char	   *back;
+		size_t		len;
+
+		ASSERT_OK(tl_tokenizer_decode(tok, ids, n, TL_TOK_STRIP_PREFIX | TL_TOK_SKIP_SPECIAL, &back, &len));
+		assert_string_equal(back, "the student");
+		tl_free(back);
+		ASSERT_OK(tl_tokenizer_decode(tok, ids + 1, 1, 0, &back, &len));
+		assert_true(back[0] == ' ');	/* a piece alone keeps its space */
+		tl_free(back);
+	}
+	tl_free(ids);
+	print_message("  %zu SentencePiece fixture lines, %zu tokens: all match llama.cpp and round-trip\n",
+				  fx.n, tokens);
+	fixture_free(&fx);
+	tl_tokenizer_free(tok);
 }
 
 static void
@@ -908,6 +984,7 @@ main(void)
 	const struct CMUnitTest real_model[] = {
 		cmocka_unit_test(test_real_metadata),
 		cmocka_unit_test(test_real_fixtures),
+		cmocka_unit_test(test_spm_fixtures),
 		cmocka_unit_test(test_real_special),
 		cmocka_unit_test(test_real_random_bytes),
 		cmocka_unit_test(test_real_speed),
