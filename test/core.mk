@@ -86,4 +86,25 @@ fuzz-gguf: $(FUZZ_DIR)/fuzz_gguf $(FUZZ_DIR)/gguf_seed
 	ASAN_OPTIONS=detect_leaks=1 $(FUZZ_DIR)/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) \
 		-artifact_prefix=$(FUZZ_DIR)/gguf_artifacts/ -print_final_stats=1 $(FUZZ_DIR)/gguf_corpus
 
-.PHONY: fuzz-gguf
+# libFuzzer over the tokenizer and the model loader (test/fuzz/fuzz_tokenizer.c):
+# seeds are the GGUF samples and the SentencePiece fixture vocabulary
+# (first byte 0: a file) and a few texts (first byte 1: text to encode).
+FUZZ_TOK_SRCS = test/fuzz/fuzz_tokenizer.c src/llm/tl_tokenizer.c src/llm/tl_llm.c src/llm/tl_generate.c \
+	src/llm/tl_gguf.c src/core/tl_rng.c src/core/tl_quant.c src/core/tl_quant_avx2.c src/core/tl_pool.c src/core/tl_status.c src/core/tl_alloc.c
+
+$(FUZZ_DIR)/fuzz_tokenizer: $(FUZZ_TOK_SRCS) $(wildcard src/core/*.h src/llm/*.h) test/core.mk
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		-fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -Wshadow -Isrc/core -Isrc/llm $(FUZZ_TOK_SRCS) -lm -lpthread -o $@
+
+fuzz-tokenizer: $(FUZZ_DIR)/fuzz_tokenizer $(FUZZ_DIR)/gguf_seed
+	@mkdir -p $(FUZZ_DIR)/tok_corpus $(FUZZ_DIR)/tok_artifacts $(FUZZ_DIR)/tok_seed_files
+	$(FUZZ_DIR)/gguf_seed $(FUZZ_DIR)/tok_seed_files
+	cp test/fixtures/spm_vocab.gguf $(FUZZ_DIR)/tok_seed_files/
+	@for f in $(FUZZ_DIR)/tok_seed_files/*; do printf '\000' | cat - "$$f" > $(FUZZ_DIR)/tok_corpus/file_$$(basename "$$f"); done
+	@printf '\001Hello world! caf\303\251 123' > $(FUZZ_DIR)/tok_corpus/text_hello
+	@printf '\001<s> the student </s>  \t\n\377' > $(FUZZ_DIR)/tok_corpus/text_special
+	ASAN_OPTIONS=detect_leaks=1 $(FUZZ_DIR)/fuzz_tokenizer -max_total_time=$(FUZZ_SECONDS) \
+		-artifact_prefix=$(FUZZ_DIR)/tok_artifacts/ -print_final_stats=1 $(FUZZ_DIR)/tok_corpus
+
+.PHONY: fuzz-gguf fuzz-tokenizer

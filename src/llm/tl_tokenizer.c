@@ -1017,7 +1017,14 @@ tl_tokenizer_encode(const tl_tokenizer *tok, const char *text, size_t len,
 
 	memset(&e, 0, sizeof(e));
 	e.tok = tok;
-	e.out = tl_alloc(len + 4, sizeof(int32_t));	/* BOS, and an SPM prefix space's 3 bytes */
+	/*
+	 * BOS plus one id per byte, except that SentencePiece writes a space as
+	 * three bytes (U+2581), each of which may fall back to a byte token
+	 * (and the prefix space too)
+	 */
+	if (len > ((size_t) INT32_MAX - 4) / 3)
+		return tl_fail(TL_ERR_ARG, "tokenizer encode: text of %zu bytes is too long", len);
+	e.out = tl_alloc(tok->spm ? 3 * len + 4 : len + 1, sizeof(int32_t));
 	n_frags = len ? 2 * count_special(tok, (const uint8_t *) text, len, flags) + 1 : 1;
 	frags = tl_alloc(n_frags, sizeof(fragment));
 	spare = tl_alloc(n_frags, sizeof(fragment));

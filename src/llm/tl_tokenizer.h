@@ -169,7 +169,8 @@ int32_t		tl_tokenizer_lookup(const tl_tokenizer *tok, const char *text, size_t l
 /*
  * Encode len bytes of text.  *ids is tl_alloc'd (the caller tl_free's
  * it; NULL with *n_ids 0 for an empty result) and holds *n_ids ids, at
- * most len + 4.  flags: TL_TOK_PARSE_SPECIAL, TL_TOK_ADD_BOS,
+ * most len + 1 (3 * len + 4 for SentencePiece, whose spaces are three
+ * bytes that may each fall back to a byte token).  flags: TL_TOK_PARSE_SPECIAL, TL_TOK_ADD_BOS,
  * TL_TOK_FORCE_BOS.
  */
 tl_status	tl_tokenizer_encode(const tl_tokenizer *tok, const char *text, size_t len,

@@ -762,6 +762,22 @@ test_spm_fixtures(void **state)
 		tl_free(back);
 	}
 	tl_free(ids);
+
+	/*
+	 * Invalid UTF-8 whose lead bytes swallow the spaces' U+2581: each space
+	 * falls back to three byte tokens (found by the fuzzer: more ids than
+	 * bytes, which once overflowed the output)
+	 */
+	{
+		char		text[121];
+
+		for (int i = 0; i < 40; i++)
+			memcpy(text + 3 * i, "\xF7\xF7 ", 3);
+		text[120] = '\0';
+		ASSERT_OK(tl_tokenizer_encode(tok, text, 120, 0, &ids, &n));
+		assert_true(n > 121 && n <= 3 * 120 + 4);
+		tl_free(ids);
+	}
 	print_message("  %zu SentencePiece fixture lines, %zu tokens: all match llama.cpp and round-trip\n",
 				  fx.n, tokens);
 	fixture_free(&fx);
