@@ -36,11 +36,11 @@ build/core/test_%: test/unit/test_%.c test/unit/unit.h $(CORE_LIB)
 build/asan/test_%: test/unit/test_%.c test/unit/unit.h $(ASAN_LIB)
 	$(CC) $(CORE_CFLAGS) $(SANITIZE_FLAGS) -Itest/unit $< $(ASAN_LIB) -lcmocka $(CORE_LDLIBS) -o $@
 
-build/core/bench_core: test/bench/bench_core.c $(CORE_LIB)
+build/core/bench_core: test/bench/bench_core.c test/bench/bench_util.h $(CORE_LIB)
 	$(CC) $(CORE_CFLAGS) -O3 $< $(CORE_LIB) $(CORE_LDLIBS) -o $@
 
 # The LLM runtime from the command line (test/bench/llm_oracle.py drives it).
-build/core/llm_run: test/bench/llm_run.c $(CORE_LIB)
+build/core/llm_run: test/bench/llm_run.c test/bench/bench_util.h $(CORE_LIB)
 	$(CC) $(CORE_CFLAGS) -O3 $< $(CORE_LIB) $(CORE_LDLIBS) -o $@
 
 # Each test binary prints cmocka's summary; make stops on the first failure.

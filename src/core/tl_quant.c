@@ -513,29 +513,13 @@ tl_q8_block(const float *x, int8_t *qs, int *sum)
 static void
 tl_q8_0_from_float(const float *x, void *dst, int64_t n)
 {
-	tl_block_q8_0 *y = dst;
-
-	for (int64_t b = 0; b < n / TL_QK; b++, x += TL_QK)
-	{
-		int			sum;
-
-		y[b].d = tl_f32_to_fp16(tl_q8_block(x, y[b].qs, &sum));
-	}
+	tl_q8_0_rows(x, dst, n, tl_q8_block);
 }
 
 static void
 tl_q8_1_from_float(const float *x, void *dst, int64_t n)
 {
-	tl_block_q8_1 *y = dst;
-
-	for (int64_t b = 0; b < n / TL_QK; b++, x += TL_QK)
-	{
-		int			sum;
-		float		d = tl_q8_block(x, y[b].qs, &sum);
-
-		y[b].d = tl_f32_to_fp16(d);
-		y[b].s = tl_f32_to_fp16(d * (float) sum);
-	}
+	tl_q8_1_rows(x, dst, n, tl_q8_block);
 }
 
 static void

@@ -271,7 +271,7 @@ tl_round_half_avx2(float *x, int64_t n)
  * q = round-half-even(x * 127/amax) clamped to -127..127; returns the
  * unrounded scale amax/127 and the sum of q.
  */
-static inline TL_AVX2 float
+static TL_AVX2 float
 tl_q8_block_avx2(const float *x, int8_t *qs, int *sum)
 {
 	const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -318,29 +318,13 @@ tl_q8_block_avx2(const float *x, int8_t *qs, int *sum)
 TL_AVX2 void
 tl_q8_0_from_float_avx2(const float *src, void *dst, int64_t n)
 {
-	tl_block_q8_0 *y = dst;
-
-	for (int64_t b = 0; b < n / TL_QK; b++, src += TL_QK)
-	{
-		int			sum;
-
-		y[b].d = tl_f32_to_fp16(tl_q8_block_avx2(src, y[b].qs, &sum));
-	}
+	tl_q8_0_rows(src, dst, n, tl_q8_block_avx2);
 }
 
 TL_AVX2 void
 tl_q8_1_from_float_avx2(const float *src, void *dst, int64_t n)
 {
-	tl_block_q8_1 *y = dst;
-
-	for (int64_t b = 0; b < n / TL_QK; b++, src += TL_QK)
-	{
-		int			sum;
-		float		d = tl_q8_block_avx2(src, y[b].qs, &sum);
-
-		y[b].d = tl_f32_to_fp16(d);
-		y[b].s = tl_f32_to_fp16(d * (float) sum);
-	}
+	tl_q8_1_rows(src, dst, n, tl_q8_block_avx2);
 }
 
 static inline TL_AVX2 __m256

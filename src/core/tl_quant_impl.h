@@ -34,6 +34,41 @@ tl_half_to_float(uint16_t h)
 	return f;
 }
 
+/*
+ * Q8_0 and Q8_1 rows from one block quantizer (scalar or AVX2): it fills
+ * 32 int8, returns the unrounded scale and the sum of the int8.
+ */
+typedef float (*tl_q8_block_fn) (const float *x, int8_t *qs, int *sum);
+
+static inline void
+tl_q8_0_rows(const float *x, void *dst, int64_t n, tl_q8_block_fn block)
+{
+	uint8_t    *y = dst;
+
+	for (int64_t b = 0; b < n / 32; b++, x += 32, y += 34)
+	{
+		int			sum;
+		uint16_t	d = tl_f32_to_fp16(block(x, (int8_t *) (y + 2), &sum));
+
+		memcpy(y, &d, 2);
+	}
+}
+
+static inline void
+tl_q8_1_rows(const float *x, void *dst, int64_t n, tl_q8_block_fn block)
+{
+	uint8_t    *y = dst;
+
+	for (int64_t b = 0; b < n / 32; b++, x += 32, y += 36)
+	{
+		int			sum;
+		float		d = block(x, (int8_t *) (y + 4), &sum);
+		uint16_t	h[2] = {tl_f32_to_fp16(d), tl_f32_to_fp16(d * (float) sum)};
+
+		memcpy(y, h, 4);
+	}
+}
+
 /* Eight 6-bit scales and mins from the 12 scale bytes of Q4_K / Q5_K. */
 void		tl_k4_unpack_scales(const uint8_t *s, uint8_t *sc, uint8_t *m);
 

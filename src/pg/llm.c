@@ -542,15 +542,6 @@ llm_json_kv(StringInfo b, const char *key, const char *value, bool first)
 	appendStringInfoString(b, value);
 }
 
-static char *
-llm_json_string(const char *s)
-{
-	StringInfoData b;
-
-	initStringInfo(&b);
-	escape_json(&b, s);
-	return b.data;
-}
 
 /* A description of a loaded model as jsonb. */
 static Datum
@@ -568,9 +559,9 @@ llm_describe(llm_entry *e)
 
 	initStringInfo(&b);
 	appendStringInfoChar(&b, '{');
-	llm_json_kv(&b, "name", llm_json_string(e->name), true);
-	llm_json_kv(&b, "path", llm_json_string(e->path), false);
-	llm_json_kv(&b, "architecture", llm_json_string(c->arch_name), false);
+	llm_json_kv(&b, "name", tutor_json_string(e->name), true);
+	llm_json_kv(&b, "path", tutor_json_string(e->path), false);
+	llm_json_kv(&b, "architecture", tutor_json_string(c->arch_name), false);
 	llm_json_kv(&b, "parameters", psprintf(INT64_FORMAT, c->n_params), false);
 	llm_json_kv(&b, "context_length", psprintf("%d", c->n_ctx_train), false);
 	llm_json_kv(&b, "vocab_size", psprintf("%d", c->n_vocab), false);
@@ -582,9 +573,9 @@ llm_describe(llm_entry *e)
 	llm_json_kv(&b, "feed_forward_length", psprintf("%d", c->n_ff), false);
 	llm_json_kv(&b, "rope_base", psprintf("%g", c->rope_base), false);
 	llm_json_kv(&b, "tied_embeddings", c->tied_embeddings ? "true" : "false", false);
-	llm_json_kv(&b, "tokenizer", llm_json_string(tl_tokenizer_pre_name(tl_llm_tokenizer(e->model))), false);
+	llm_json_kv(&b, "tokenizer", tutor_json_string(tl_tokenizer_pre_name(tl_llm_tokenizer(e->model))), false);
 	llm_json_kv(&b, "chat_template",
-				e->chat_ok ? llm_json_string(tl_chat_style_name(e->chat.style)) : "null", false);
+				e->chat_ok ? tutor_json_string(tl_chat_style_name(e->chat.style)) : "null", false);
 	llm_json_kv(&b, "file_bytes", psprintf(INT64_FORMAT, e->file_bytes), false);
 	appendStringInfoString(&b, ", \"tensor_types\": {");
 	for (int t = 0; t < TL_QT_LIMIT; t++)

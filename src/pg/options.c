@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/numeric.h"
 
 void
@@ -218,4 +219,14 @@ tutor_option_bool(Jsonb *options, const char *key, bool dflt)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("option \"%s\" must be true or false", key)));
 	return v->val.boolean;
+}
+
+char *
+tutor_json_string(const char *s)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	escape_json(&buf, s);
+	return buf.data;
 }

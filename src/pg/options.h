@@ -28,6 +28,8 @@ extern char *tutor_option_choice(Jsonb *options, const char *key, const char *df
  * array (NULL when absent); *count gets the number.
  */
 extern char **tutor_option_strings(Jsonb *options, const char *key, int max_count, int *count);
+/* s as a JSON string literal, quotes and escapes included (palloc'd). */
+extern char *tutor_json_string(const char *s);
 /* A nested object option, or NULL. */
 extern Jsonb *tutor_option_object(Jsonb *options, const char *key);
 

@@ -1239,16 +1239,6 @@ personalize_students(plan_request *r, const char *students, DateADT plan_date, i
 	return datum_array(ids, *count, TEXTOID);
 }
 
-/* A JSON string literal. */
-static char *
-json_string(const char *s)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	escape_json(&buf, s);
-	return buf.data;
-}
 
 /* tutor.personalize(students text, options jsonb) */
 Datum
@@ -1366,7 +1356,7 @@ tutor_personalize(PG_FUNCTION_ARGS)
 					 ", \"predict_seconds\": %.3f, \"plan_seconds\": %.3f, \"write_seconds\": %.3f}",
 					 w.students, w.cold_start, w.steps, replaced, stats.rows_read - stats.rows_skipped,
 					 DatumGetCString(DirectFunctionCall1(date_out, DateADTGetDatum(w.plan_date))),
-					 json_string(r.model->name), r.model->version,
+					 tutor_json_string(r.model->name), r.model->version,
 					 seconds, seconds > 0 ? w.students / seconds : 0.0,
 					 r.predict_seconds, r.plan_seconds, r.write_seconds);
 	SPI_finish();

@@ -28,6 +28,7 @@
 
 #include <cblas.h>
 
+#include "bench_util.h"
 #include "tl_alloc.h"
 #include "tl_block.h"
 #include "tl_device.h"
@@ -40,25 +41,6 @@
 #define BLK_D 256
 #define BLK_HEADS 8
 #define BLK_FF 1024
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void
-check(tl_status rc, const char *what)
-{
-	if (rc != TL_OK)
-	{
-		fprintf(stderr, "%s: %s\n", what, tl_last_error());
-		exit(1);
-	}
-}
 
 static float *
 random_floats(tl_rng *rng, int64_t n, float scale)

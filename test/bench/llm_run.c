@@ -29,29 +29,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "tl_alloc.h"
 #include "tl_chat.h"
 #include "tl_llm.h"
 #include "tl_pool.h"
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void
-check(tl_status rc, const char *what)
-{
-	if (rc != TL_OK)
-	{
-		fprintf(stderr, "llm_run: %s: %s\n", what, tl_last_error());
-		exit(1);
-	}
-}
 
 static void
 print_ids(const char *key, const int32_t *ids, size_t n)

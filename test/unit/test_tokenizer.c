@@ -663,38 +663,50 @@ test_real_metadata(void **state)
 	assert_int_equal(tl_tokenizer_lookup(r->tok, "<|im_start|>", 12), 1);
 }
 
-static void
-test_real_fixtures(void **state)
+/*
+ * Every fixture line encodes to llama.cpp's ids and decodes back to its
+ * text; returns the number of tokens.
+ */
+static size_t
+check_fixture(const tl_tokenizer *tok, const fixture *fx, unsigned decode_flags, const char *label)
 {
-	real	   *r = need_model(state, true);
 	size_t		tokens = 0;
 
-	for (size_t i = 0; i < r->fx.n; i++)
+	for (size_t i = 0; i < fx->n; i++)
 	{
-		const fixture_case *c = &r->fx.cases[i];
+		const fixture_case *c = &fx->cases[i];
 		int32_t    *ids = NULL;
 		size_t		n = 0;
 		char	   *back = NULL;
 		size_t		back_len = 0;
 
-		ASSERT_OK(tl_tokenizer_encode(r->tok, c->text, c->len, c->flags, &ids, &n));
+		ASSERT_OK(tl_tokenizer_encode(tok, c->text, c->len, c->flags, &ids, &n));
 		if (n != c->n_ids || (n && memcmp(ids, c->ids, n * sizeof(int32_t)) != 0))
 		{
 			size_t		k = 0;
 
 			while (k < n && k < c->n_ids && ids[k] == c->ids[k])
 				k++;
-			fail_msg("fixture %zu (special %u) \"%s\": %zu ids, expected %zu; first difference at %zu (%d vs %d)",
-					 i, c->flags, c->text, n, c->n_ids, k, k < n ? ids[k] : -1,
+			fail_msg("%s fixture %zu (special %u) \"%s\": %zu ids, expected %zu; first difference at %zu (%d vs %d)",
+					 label, i, c->flags, c->text, n, c->n_ids, k, k < n ? ids[k] : -1,
 					 k < c->n_ids ? c->ids[k] : -1);
 		}
 		tokens += n;
-		ASSERT_OK(tl_tokenizer_decode(r->tok, ids, n, 0, &back, &back_len));
+		ASSERT_OK(tl_tokenizer_decode(tok, ids, n, decode_flags, &back, &back_len));
 		if (back_len != c->len || memcmp(back, c->text, c->len) != 0)
-			fail_msg("fixture %zu: decode(encode(x)) is \"%s\", expected \"%s\"", i, back, c->text);
+			fail_msg("%s fixture %zu: decode(encode(x)) is \"%s\", expected \"%s\"", label, i, back, c->text);
 		tl_free(back);
 		tl_free(ids);
 	}
+	return tokens;
+}
+
+static void
+test_real_fixtures(void **state)
+{
+	real	   *r = need_model(state, true);
+	size_t		tokens = check_fixture(r->tok, &r->fx, 0, "SmolLM2");
+
 	print_message("  %zu fixture lines, %zu tokens: all match llama.cpp and round-trip\n",
 				  r->fx.n, tokens);
 }
@@ -723,30 +735,7 @@ test_spm_fixtures(void **state)
 	assert_int_equal(tl_tokenizer_bos(tok), 1);
 	if (!fixture_load(&fx, SPM_FIXTURE))
 		fail_msg("%s is missing or empty", SPM_FIXTURE);
-	for (size_t i = 0; i < fx.n; i++)
-	{
-		const fixture_case *c = &fx.cases[i];
-		char	   *back = NULL;
-		size_t		back_len = 0;
-
-		ASSERT_OK(tl_tokenizer_encode(tok, c->text, c->len, c->flags, &ids, &n));
-		if (n != c->n_ids || (n && memcmp(ids, c->ids, n * sizeof(int32_t)) != 0))
-		{
-			size_t		k = 0;
-
-			while (k < n && k < c->n_ids && ids[k] == c->ids[k])
-				k++;
-			fail_msg("SPM fixture %zu (special %u) \"%s\": %zu ids, expected %zu; first difference at %zu (%d vs %d)",
-					 i, c->flags, c->text, n, c->n_ids, k, k < n ? ids[k] : -1,
-					 k < c->n_ids ? c->ids[k] : -1);
-		}
-		tokens += n;
-		ASSERT_OK(tl_tokenizer_decode(tok, ids, n, TL_TOK_STRIP_PREFIX, &back, &back_len));
-		if (back_len != c->len || memcmp(back, c->text, c->len) != 0)
-			fail_msg("SPM fixture %zu: decode(encode(x)) is \"%s\", expected \"%s\"", i, back, c->text);
-		tl_free(back);
-		tl_free(ids);
-	}
+	tokens = check_fixture(tok, &fx, TL_TOK_STRIP_PREFIX, "SentencePiece");
 	/* BOS by default; stripping skips it; pieces keep their spaces */
 	ASSERT_OK(tl_tokenizer_encode(tok, "the student", 11, TL_TOK_ADD_BOS, &ids, &n));
 	assert_true(n >= 2 && ids[0] == 1);
