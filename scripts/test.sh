@@ -6,7 +6,8 @@
 # CUDA/CPU parity test (it skips with one line when no device is
 # present), the GGUF reader and the tokenizer under libFuzzer, and the pg_regress suite against a
 # throwaway cluster, and the TAP tests (a nightly job scheduled with
-# pg_cron, on a cluster of its own).  Exits non-zero on the first failing suite.
+# pg_cron; the language model in concurrent sessions, with cancels), each
+# on a cluster of its own.  Exits non-zero on the first failing suite.
 source "$(dirname "$0")/common.sh"
 
 ensure_packages
@@ -46,7 +47,9 @@ run_suite "SQL regression tests (pg_regress)" regress
 tap() {
 	local dir=$REPO_ROOT/build/tap scripts=$REPO_ROOT/test/tap user rc=0
 	if [ "$(id -u)" -ne 0 ]; then
-		make -s PG_CONFIG="$PG_CONFIG" TAP_TESTDIR="$dir" tapcheck ||
+		mkdir -p "$dir"
+		prepare_model_dir "$dir/models"
+		TUTOR_MODEL_DIR=$dir/models make -s PG_CONFIG="$PG_CONFIG" TAP_TESTDIR="$dir" tapcheck ||
 			{ echo "logs: $dir/tmp_check/log"; return 1; }
 		return
 	fi
@@ -59,7 +62,10 @@ tap() {
 		scripts=$dir/tap
 		chown -R "$user" "$dir"
 	fi
-	make -s PG_CONFIG="$PG_CONFIG" TAP_TESTDIR="$dir" TAP_SCRIPTS="$scripts/*.pl" \
+	# the language-model test loads the default model from a directory the
+	# cluster's user can read
+	prepare_model_dir "$dir/models"
+	TUTOR_MODEL_DIR=$dir/models make -s PG_CONFIG="$PG_CONFIG" TAP_TESTDIR="$dir" TAP_SCRIPTS="$scripts/*.pl" \
 		PROVE="runuser -u $user -- prove" tapcheck || rc=$?
 	if [ "$rc" -ne 0 ]; then
 		echo "logs: $dir/tmp_check/log"

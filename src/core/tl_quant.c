@@ -1185,11 +1185,11 @@ tl_vec_dot_q8_K_q8_K(int64_t n, const void *w, const void *act)
 
 static const tl_qtype_traits tl_qtype_table[TL_QT_LIMIT] = {
 	[TL_QT_F32] = {"F32", 1, 4, TL_QT_F32, tl_f32_to_float, tl_f32_from_float,
-	tl_vec_dot_f32, AVX2(tl_vec_dot_f32_avx2)},
+	tl_vec_dot_f32, AVX2(tl_vec_dot_f32_avx2), NULL, NULL},
 	[TL_QT_F16] = {"F16", 1, 2, TL_QT_F32, tl_f16_to_float, tl_f16_from_float,
-	tl_vec_dot_f16, AVX2(tl_vec_dot_f16_avx2), AVX2(tl_f16_from_float_avx2)},
+	tl_vec_dot_f16, AVX2(tl_vec_dot_f16_avx2), AVX2(tl_f16_from_float_avx2), NULL},
 	[TL_QT_BF16] = {"BF16", 1, 2, TL_QT_F32, tl_bf16_to_float, tl_bf16_from_float,
-	tl_vec_dot_bf16, AVX2(tl_vec_dot_bf16_avx2)},
+	tl_vec_dot_bf16, AVX2(tl_vec_dot_bf16_avx2), NULL, NULL},
 	[TL_QT_Q4_0] = {"Q4_0", TL_QK, sizeof(tl_block_q4_0), TL_QT_Q8_0, tl_q4_0_to_float, tl_q4_0_from_float,
 	tl_vec_dot_q4_0_q8_0, AVX2(tl_vec_dot_q4_0_q8_0_avx2), NULL, AVX2(tl_vec_dot4_q4_0_q8_0_avx2)},
 	[TL_QT_Q4_1] = {"Q4_1", TL_QK, sizeof(tl_block_q4_1), TL_QT_Q8_1, tl_q4_1_to_float, tl_q4_1_from_float,
@@ -1201,23 +1201,24 @@ static const tl_qtype_traits tl_qtype_table[TL_QT_LIMIT] = {
 	[TL_QT_Q8_0] = {"Q8_0", TL_QK, sizeof(tl_block_q8_0), TL_QT_Q8_0, tl_q8_0_to_float, tl_q8_0_from_float,
 	tl_vec_dot_q8_0_q8_0, AVX2(tl_vec_dot_q8_0_q8_0_avx2), AVX2(tl_q8_0_from_float_avx2), AVX2(tl_vec_dot4_q8_0_q8_0_avx2)},
 	[TL_QT_Q4_K] = {"Q4_K", TL_QK_K, sizeof(tl_block_q4_K), TL_QT_Q8_K, tl_q4_K_to_float, tl_q4_K_from_float,
-	tl_vec_dot_q4_K_q8_K, AVX2(tl_vec_dot_q4_K_q8_K_avx2)},
+	tl_vec_dot_q4_K_q8_K, AVX2(tl_vec_dot_q4_K_q8_K_avx2), NULL, NULL},
 	[TL_QT_Q5_K] = {"Q5_K", TL_QK_K, sizeof(tl_block_q5_K), TL_QT_Q8_K, tl_q5_K_to_float, tl_q5_K_from_float,
-	tl_vec_dot_q5_K_q8_K, AVX2(tl_vec_dot_q5_K_q8_K_avx2)},
+	tl_vec_dot_q5_K_q8_K, AVX2(tl_vec_dot_q5_K_q8_K_avx2), NULL, NULL},
 	[TL_QT_Q6_K] = {"Q6_K", TL_QK_K, sizeof(tl_block_q6_K), TL_QT_Q8_K, tl_q6_K_to_float, tl_q6_K_from_float,
-	tl_vec_dot_q6_K_q8_K, AVX2(tl_vec_dot_q6_K_q8_K_avx2)},
+	tl_vec_dot_q6_K_q8_K, AVX2(tl_vec_dot_q6_K_q8_K_avx2), NULL, NULL},
 	[TL_QT_Q8_K] = {"Q8_K", TL_QK_K, sizeof(tl_block_q8_K), TL_QT_Q8_K, tl_q8_K_to_float, tl_q8_K_from_float,
-	tl_vec_dot_q8_K_q8_K, NULL},
+	tl_vec_dot_q8_K_q8_K, NULL, NULL, NULL},
+
+	/* an activation format: conversions, but no dot product as weights */
+	[TL_QT_Q8_1] = {"Q8_1", TL_QK, sizeof(tl_block_q8_1), TL_QT_Q8_1, tl_q8_1_to_float, tl_q8_1_from_float,
+	NULL, NULL, AVX2(tl_q8_1_from_float_avx2), NULL},
 
 	/*
 	 * Storage only: readable in a GGUF file, not computable yet.  Bytes per
 	 * block as ggml lays them out (see tl_quant.h).
 	 */
-	/* an activation format: conversions, but no dot product as weights */
-	[TL_QT_Q8_1] = {"Q8_1", TL_QK, sizeof(tl_block_q8_1), TL_QT_Q8_1, tl_q8_1_to_float, tl_q8_1_from_float,
-	NULL, NULL, AVX2(tl_q8_1_from_float_avx2)},
-	[TL_QT_Q2_K] = {"Q2_K", TL_QK_K, TL_QK_K / 16 + TL_QK_K / 4 + 2 + 2, TL_QT_Q8_K, NULL, NULL, NULL, NULL},
-	[TL_QT_Q3_K] = {"Q3_K", TL_QK_K, TL_QK_K / 8 + TL_QK_K / 4 + 12 + 2, TL_QT_Q8_K, NULL, NULL, NULL, NULL},
+	[TL_QT_Q2_K] = {"Q2_K", TL_QK_K, TL_QK_K / 16 + TL_QK_K / 4 + 2 + 2, TL_QT_Q8_K, NULL, NULL, NULL, NULL, NULL, NULL},
+	[TL_QT_Q3_K] = {"Q3_K", TL_QK_K, TL_QK_K / 8 + TL_QK_K / 4 + 12 + 2, TL_QT_Q8_K, NULL, NULL, NULL, NULL, NULL, NULL},
 };
 
 const tl_qtype_traits *

@@ -437,7 +437,7 @@ tl_llm_generate(tl_llm_state *st, const int32_t *prompt, int32_t n_prompt,
 
 		if ((rc = tl_llm_eval(st, prompt + at, n, at + n == n_prompt ? w.logits : NULL)) != TL_OK)
 			goto done;
-		if (params->keep_going && !params->keep_going(params->keep_going_arg))
+		if (params->keep_going && !params->keep_going(params->keep_going_arg, at + n, 0))
 		{
 			out->finish = TL_FINISH_INTERRUPTED;
 			out->prefill_seconds = tl_now() - t0;
@@ -481,7 +481,7 @@ tl_llm_generate(tl_llm_state *st, const int32_t *prompt, int32_t n_prompt,
 		}
 		if ((rc = tl_llm_eval(st, &id, 1, w.logits)) != TL_OK)
 			goto done;
-		if (params->keep_going && !params->keep_going(params->keep_going_arg))
+		if (params->keep_going && !params->keep_going(params->keep_going_arg, n_prompt, out->n_tokens))
 		{
 			out->finish = TL_FINISH_INTERRUPTED;
 			break;

@@ -158,8 +158,12 @@ tl_status	tl_sampler_check(const tl_sampler *s);
 
 #define TL_LLM_MAX_STOPS 8
 
-/* Called on the caller's thread after each token; false stops early. */
-typedef bool (*tl_llm_continue_fn) (void *arg);
+/*
+ * Called on the caller's thread after each prompt batch and each new
+ * token, with the prompt tokens evaluated and the tokens generated so
+ * far (for progress reports); false stops early.
+ */
+typedef bool (*tl_llm_continue_fn) (void *arg, int32_t prompt_done, int32_t generated);
 
 typedef struct tl_generate_params
 {

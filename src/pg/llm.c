@@ -23,6 +23,7 @@
 #include "tutor_llm.h"
 
 #include <sys/stat.h>
+#include <math.h>
 #include <ctype.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
+#include "kt.h"
 #include "options.h"
 #include "tl_alloc.h"
 #include "tl_chat.h"
@@ -445,10 +447,26 @@ llm_read_options(Jsonb *opts, llm_options *o)
 	o->params.ignore_end = tutor_option_bool(opts, "ignore_end", false);
 }
 
-/* Between tokens: stop for a cancel or termination; anything else can wait. */
+/*
+ * Between tokens: report progress (tutor.training_progress, kind
+ * "generate": rows_read = prompt tokens evaluated, batches_done = tokens
+ * written, batches_per_epoch = max_tokens), and stop for a cancel or
+ * termination; other interrupts wait until the core has returned.
+ */
 static bool
-llm_keep_going(void *arg)
+llm_keep_going(void *arg, int32_t prompt_done, int32_t generated)
 {
+	bool	   *decoding = arg;
+
+	if (generated > 0 && !*decoding)
+	{
+		tutor_progress_phase("decode");
+		*decoding = true;
+	}
+	if (generated > 0)
+		tutor_progress_batch(generated, NAN);
+	else
+		tutor_progress_scan(prompt_done, 0, 0);
 	return !(QueryCancelPending || ProcDiePending);
 }
 
@@ -493,6 +511,7 @@ llm_run(llm_entry *e, int32 *ids, size_t n, llm_options *o)
 	MemoryContext old;
 	tl_status	rc;
 	text	   *result;
+	bool		decoding = false;
 
 	ids = llm_fit_prompt(ids, &n, n_ctx, o);
 
@@ -504,10 +523,15 @@ llm_run(llm_entry *e, int32 *ids, size_t n, llm_options *o)
 	tl_set_num_threads(tutor_threads);
 	st = llm_state(e, n_ctx);
 	o->params.keep_going = llm_keep_going;
+	o->params.keep_going_arg = &decoding;
 
+	tutor_progress_begin(e->name, "generate");
+	tutor_progress_phase("prefill");
+	tutor_progress_epoch(0, 0, o->params.max_tokens);
 	old = MemoryContextSwitchTo(e->cxt);
 	rc = tl_llm_generate(st, ids, (int32_t) n, &o->params, &g);
 	MemoryContextSwitchTo(old);
+	tutor_progress_end();
 	if (rc != TL_OK)
 		tutor_raise(rc, "generating");
 

@@ -1028,13 +1028,20 @@ typedef struct counter
 {
 	int			calls;
 	int			allow;
+	int32_t		last_prompt;	/* what the last call reported */
+	int32_t		last_generated;
 } counter;
 
 static bool
-keep_going(void *arg)
+keep_going(void *arg, int32_t prompt_done, int32_t generated)
 {
 	counter    *c = arg;
 
+	/* progress only grows: the prompt first, then the tokens */
+	assert_true(prompt_done >= c->last_prompt && generated >= c->last_generated);
+	assert_true(generated == 0 || prompt_done == c->last_prompt);
+	c->last_prompt = prompt_done;
+	c->last_generated = generated;
 	return c->calls++ < c->allow;
 }
 
@@ -1150,12 +1157,14 @@ test_generate(void **state)
 	/* interrupted after the prompt, or after three tokens */
 	for (int allow = 0; allow <= 3; allow += 3)
 	{
-		counter		c = {0, allow};
+		counter		c = {0, allow, 0, 0};
 
 		p.keep_going = keep_going;
 		p.keep_going_arg = &c;
 		g = generate(&tm, 64, &p);
 		assert_int_equal(c.calls, allow + 1);
+		assert_int_equal(c.last_prompt, N_PROMPT);
+		assert_int_equal(c.last_generated, allow);
 		expect_generation(&tm, &g, greedy, allow, TL_FINISH_INTERRUPTED, -1);
 	}
 	p.keep_going = NULL;
