@@ -2,7 +2,9 @@
 SELECT tutor.version() IS NOT NULL AS loaded;	-- loads the library and its settings
 SHOW tutor.device;
 SHOW tutor.threads;
-SELECT name, setting, vartype, enumvals, min_val, max_val, context
+-- (tutor.model_dir is a path of the test cluster: only whether it is set)
+SELECT name, CASE WHEN name = 'tutor.model_dir' THEN (setting <> '')::text ELSE setting END AS setting,
+       vartype, enumvals, min_val, max_val, context
 FROM pg_settings WHERE name LIKE 'tutor.%' ORDER BY name;
 
 SET tutor.device = 'cpu';
