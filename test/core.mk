@@ -12,7 +12,7 @@ CORE_LIB = build/core/libtutor_core.a
 ASAN_OBJS = $(patsubst src/%.c,build/asan/%.o,$(CORE_SRCS))
 ASAN_LIB = build/asan/libtutor_core.a
 
-UNIT_TESTS = test_ops test_attention test_optim test_train test_metrics test_pfa test_kt test_blob test_pool test_plan test_gguf test_quant test_tokenizer test_llm test_llm_model
+UNIT_TESTS = test_ops test_attention test_optim test_train test_metrics test_pfa test_kt test_blob test_pool test_plan test_gguf test_quant test_tokenizer test_llm test_llm_model test_chat
 UNIT_BINS = $(addprefix build/core/,$(UNIT_TESTS))
 ASAN_BINS = $(addprefix build/asan/,$(UNIT_TESTS))
 
@@ -58,7 +58,7 @@ bench: build/core/bench_core $(CUDA_PLUGIN)
 
 # The GGUF tests share their sample writer with the fuzzer's seeds.
 build/core/test_gguf build/asan/test_gguf build/core/test_tokenizer build/asan/test_tokenizer \
-	build/core/test_llm build/asan/test_llm: test/unit/gguf_writer.h
+	build/core/test_llm build/asan/test_llm build/core/test_chat build/asan/test_chat: test/unit/gguf_writer.h
 
 # libFuzzer over the GGUF reader: clang with -fsanitize=fuzzer (Debian:
 # packages clang and libclang-rt-14-dev), ASan and UBSan.  The reader
