@@ -74,5 +74,5 @@ tap() {
 	fi
 	return "$rc"
 }
-run_suite "nightly job with pg_cron (TAP)" tap
+run_suite "TAP: the nightly job with pg_cron; the language model in concurrent sessions" tap
 echo "suites: $passed passed, 0 failed"
