@@ -4,11 +4,12 @@
  * in tl_generate.c.
  *
  * The forward pass follows llama.cpp's arithmetic where that is cheap,
- * so that greedy decoding agrees token for token: RMSNorm sums squares
- * in double, rotary angles are built by repeated multiplication as
- * ggml's cache does, queries are rounded to half precision before they
- * meet the half-precision keys, and the softmax is the streaming one of
- * its flash attention.
+ * so that greedy decoding agrees with it as far as possible: RMSNorm sums
+ * squares in double, rotary angles are built by repeated multiplication
+ * as ggml's cache does, queries and attention probabilities are rounded
+ * to half precision where its default attention rounds them, and the
+ * products sum in its order (tl_quant).  Its SIMD exp and SiLU are not
+ * reproduced, so near-ties can still go the other way (docs/design.md).
  */
 #include <math.h>
 #include <stdio.h>
