@@ -37,7 +37,7 @@ CUDA_GENCODE ?= -gencode arch=compute_80,code=sm_80 \
 
 CUDA_SRCS = $(wildcard kernels/*.cu)
 CUDA_OBJS = $(patsubst kernels/%.cu,build/cuda/%.o,$(CUDA_SRCS))
-CUDA_DEPS = $(wildcard kernels/*.cuh) src/core/tl_cuda_api.h src/core/tl_status.h
+CUDA_DEPS = $(wildcard kernels/*.cuh) src/core/tl_cuda_api.h src/core/tl_status.h src/core/tl_quant.h
 
 # -fvisibility=hidden and --exclude-libs keep every symbol but the entry
 # point (tl_cuda_get_api) out of the plugin's dynamic symbol table, the

@@ -38,63 +38,6 @@ tlcu_blocks(int64_t work, int per_block)
 	do { if ((v) <= 0) return tlcu_fail(TL_ERR_ARG, "%s: %s must be positive, got %lld", \
 										 (op), #v, (long long) (v)); } while (0)
 
-/* ---- reductions ------------------------------------------------------------ */
-
-struct SumOp
-{
-	template <typename T> __device__ __forceinline__ T operator() (T a, T b) const { return a + b; }
-};
-
-struct MaxOp
-{
-	template <typename T> __device__ __forceinline__ T operator() (T a, T b) const { return a > b ? a : b; }
-};
-
-template <typename T, typename Op>
-__device__ __forceinline__ T
-warp_reduce(T v, Op op)
-{
-	for (int o = 16; o > 0; o >>= 1)
-		v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-	return v;
-}
-
-/*
- * Block-wide reduction, returned to every thread.  Every thread of the
- * block must call it (it synchronises); blockDim.x is a multiple of 32.
- * `sh` holds 33 values.  The leading barrier lets one `sh` serve calls in
- * a row: nobody overwrites it while another thread still reads sh[32].
- * `identity` fills the lanes past the last warp.
- */
-template <typename T, typename Op>
-__device__ T
-block_reduce(T v, T *sh, T identity, Op op)
-{
-	const int	lane = threadIdx.x & 31;
-	const int	warp = threadIdx.x >> 5;
-	const int	nwarps = blockDim.x >> 5;
-
-	v = warp_reduce(v, op);
-	__syncthreads();
-	if (lane == 0)
-		sh[warp] = v;
-	__syncthreads();
-	if (warp == 0)
-	{
-		v = (lane < nwarps) ? sh[lane] : identity;
-		v = warp_reduce(v, op);
-		if (lane == 0)
-			sh[32] = v;
-	}
-	__syncthreads();
-	return sh[32];
-}
-
-__device__ __forceinline__ float warp_sum(float v) { return warp_reduce(v, SumOp()); }
-__device__ __forceinline__ float block_sum(float v, float *sh) { return block_reduce(v, sh, 0.0f, SumOp()); }
-__device__ __forceinline__ double block_sum_d(double v, double *sh) { return block_reduce(v, sh, 0.0, SumOp()); }
-__device__ __forceinline__ float block_max(float v, float *sh) { return block_reduce(v, sh, -INFINITY, MaxOp()); }
-
 /*
  * Header of the scratch buffer used by the ops that report back to the
  * host: the loss sums and the first bad index position (ULLONG_MAX when

@@ -451,6 +451,14 @@ tlcu_make_table(void)
 	t.dropout_fwd = tlcu_dropout_fwd;
 	t.cross_entropy_fwd = tlcu_cross_entropy_fwd;
 	t.bce_logits_fwd = tlcu_bce_logits_fwd;
+
+	t.qmatmul = tlcu_qmatmul;
+	t.get_rows = tlcu_get_rows;
+	t.rope = tlcu_rope;
+	t.kv_store = tlcu_kv_store;
+	t.attention_cached = tlcu_attention_cached;
+	t.swiglu = tlcu_swiglu;
+	t.add = tlcu_add;
 	return t;
 }
 

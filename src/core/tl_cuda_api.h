@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TL_CUDA_ABI_VERSION 2
+#define TL_CUDA_ABI_VERSION 3
 #define TL_CUDA_ENTRY "tl_cuda_get_api"
 
 typedef struct tl_cuda_device_props
@@ -83,6 +83,35 @@ typedef struct tl_cuda_api
 									  int64_t n, int64_t classes);
 	int			(*bce_logits_fwd) (float *h_loss, const float *d_logits, const float *d_targets,
 								   const float *d_weights, int64_t n);
+
+	/*
+	 * ---- the language model (ABI 3; see kernels/cuda_llm.cu) ----
+	 * Weights in GGUF block types (F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0;
+	 * TL_ERR_UNAVAILABLE for others), decoded in the kernels; caches in
+	 * half precision as uint16_t bits.
+	 */
+	/* y (n, rows) = x (n, cols) . W^T, W (rows, cols) of `type` (a tl_qtype) */
+	int			(*qmatmul) (float *d_y, const void *d_w, int type, int64_t rows, int64_t cols,
+							const float *d_x, int64_t n);
+	/* out (n, cols) = W's rows idx, decoded; an index outside [0, rows) gives zeros */
+	int			(*get_rows) (float *d_out, const void *d_w, int type, int64_t rows, int64_t cols,
+							 const int32_t *d_idx, int64_t n);
+	/* rotate x (n, heads, head_dim) in place for positions pos0..pos0+n-1 (tl_llm.h) */
+	int			(*rope) (float *d_x, int64_t n, int64_t heads, int64_t head_dim, int64_t rope_dim,
+						 int64_t pos0, float base, float freq_scale, const float *d_factors, int halves);
+	/* cache rows pos0..pos0+n-1 (each `width` halves) = x (n, width) rounded to half */
+	int			(*kv_store) (uint16_t *d_cache, const float *d_x, int64_t n, int64_t width, int64_t pos0);
+	/*
+	 * out, q (n, heads, head_dim); k, v caches (n_ctx, kv_heads, head_dim):
+	 * token t attends to positions 0..pos0+t with scores scaled by `scale`
+	 */
+	int			(*attention_cached) (float *d_out, const float *d_q, const uint16_t *d_k,
+									 const uint16_t *d_v, int64_t n, int64_t heads, int64_t kv_heads,
+									 int64_t head_dim, int64_t pos0, int64_t n_ctx, float scale);
+	/* gate = silu(gate) * up over n elements */
+	int			(*swiglu) (float *d_gate, const float *d_up, int64_t n);
+	/* y += x over n elements */
+	int			(*add) (float *d_y, const float *d_x, int64_t n);
 } tl_cuda_api;
 
 typedef const tl_cuda_api *(*tl_cuda_get_api_fn) (void);

@@ -9,7 +9,9 @@
  * exits 0.  Otherwise every forward op runs on random inputs on both
  * sides and the results must agree within a tolerance (exactly, for
  * the embedding gather and the dropout mask); the largest error of
- * each op is printed.
+ * each op is printed.  The language model's ops (quantized products, row
+ * lookups, rotary embeddings, the half-precision KV cache and attention
+ * over it, SwiGLU) are checked the same way.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -25,6 +27,7 @@
 #include "tl_cuda_api.h"
 #include "tl_device.h"
 #include "tl_ops.h"
+#include "tl_quant.h"
 #include "tl_rng.h"
 #include "tl_status.h"
 #include "tl_tensor.h"
@@ -740,6 +743,243 @@ test_bce_logits(void **state)
 	assert_int_equal(rc, TL_ERR_ARG);
 }
 
+/* ---- the language model's ops -------------------------------------------------- */
+
+/*
+ * Quantized products: weights quantized on the host, decoded on the CPU
+ * in double for the reference, uploaded as the GGUF bytes for the GPU.
+ */
+static void
+test_llm_qmatmul(void **state)
+{
+	static const tl_qtype types[] = {TL_QT_F32, TL_QT_F16, TL_QT_Q4_0, TL_QT_Q4_1, TL_QT_Q5_0,
+	TL_QT_Q5_1, TL_QT_Q8_0};
+	const int64_t R = 37,
+				C = 160,
+				N = 3;
+
+	(void) state;
+	for (size_t k = 0; k < sizeof(types) / sizeof(types[0]); k++)
+	{
+		const tl_qtype_traits *t = tl_qtype_info(types[k]);
+		size_t		bytes = tl_qtype_row_size(types[k], C) * R;
+		float	   *w = host_floats(R * C),
+				   *wd = host_floats(R * C),
+				   *x = host_floats(N * C),
+				   *ref = host_floats(N * R);
+		void	   *wq = host_alloc(bytes);
+		float	   *d_y = dev_alloc(N * R * sizeof(float));
+		char		what[64];
+
+		fill_normal(w, R * C, 0.2f, 0.01f);
+		fill_normal(x, N * C, 1.0f, 0.0f);
+		t->from_float(w, wq, R * C);
+		t->to_float(wq, wd, R * C);
+		for (int64_t v = 0; v < N; v++)
+			for (int64_t r = 0; r < R; r++)
+			{
+				double		s = 0.0;
+
+				for (int64_t c = 0; c < C; c++)
+					s += (double) wd[r * C + c] * x[v * C + c];
+				ref[v * R + r] = (float) s;
+			}
+		CU_OK(cu->qmatmul(d_y, dev_copy(wq, bytes), types[k], R, C, dev_copy(x, N * C * sizeof(float)), N));
+		snprintf(what, sizeof(what), "llm qmatmul %s", t->name);
+		expect_close(what, ref, fetch_floats(d_y, N * R), N * R, 1e-4, 1e-4);
+	}
+	/* a type without a kernel is refused, not guessed at */
+	{
+		float	   *d = dev_alloc(256 * 4 * sizeof(float));
+
+		assert_int_equal(cu->qmatmul(d, d, TL_QT_Q4_K, 2, 256, d, 1), TL_ERR_UNAVAILABLE);
+		assert_int_equal(cu->qmatmul(d, d, TL_QT_Q4_0, 2, 33, d, 1), TL_ERR_ARG);
+	}
+}
+
+/* Row lookups decode exactly what tl_quant decodes; a bad index gives zeros. */
+static void
+test_llm_get_rows(void **state)
+{
+	const int64_t R = 20,
+				C = 64,
+				N = 4;
+	size_t		bytes = tl_qtype_row_size(TL_QT_Q4_1, C) * R;
+	float	   *w = host_floats(R * C),
+			   *wd = host_floats(R * C),
+			   *ref = host_floats(N * C);
+	void	   *wq = host_alloc(bytes);
+	int32_t		idx[4] = {3, 0, 19, 20};
+	float	   *d_out = dev_alloc(N * C * sizeof(float));
+
+	(void) state;
+	fill_normal(w, R * C, 1.0f, 0.0f);
+	tl_qtype_info(TL_QT_Q4_1)->from_float(w, wq, R * C);
+	tl_qtype_info(TL_QT_Q4_1)->to_float(wq, wd, R * C);
+	for (int64_t t = 0; t < N; t++)
+		for (int64_t c = 0; c < C; c++)
+			ref[t * C + c] = idx[t] < R ? wd[idx[t] * C + c] : 0.0f;
+	CU_OK(cu->get_rows(d_out, dev_copy(wq, bytes), TL_QT_Q4_1, R, C, dev_copy(idx, sizeof(idx)), N));
+	expect_close("llm get_rows Q4_1", ref, fetch_floats(d_out, N * C), N * C, 0.0, 0.0);
+}
+
+/* Rotary embeddings, both pair layouts, partial rotation, factors, scaling. */
+static void
+test_llm_rope(void **state)
+{
+	const int64_t N = 3,
+				H = 4,
+				D = 16,
+				pos0 = 7;
+
+	(void) state;
+	for (int halves = 0; halves <= 1; halves++)
+		for (int64_t rope_dim = 8; rope_dim <= D; rope_dim += 8)
+		{
+			float	   *x = host_floats(N * H * D),
+					   *ref = host_floats(N * H * D),
+					   *ff = host_floats(rope_dim / 2);
+			float	   *d_x;
+			float		base = 10000.0f,
+						scale = 0.5f;
+			char		what[64];
+
+			fill_normal(x, N * H * D, 1.0f, 0.0f);
+			fill_uniform(ff, rope_dim / 2, 0.5f, 4.0f);
+			memcpy(ref, x, sizeof(float) * N * H * D);
+			for (int64_t t = 0; t < N; t++)
+				for (int64_t h = 0; h < H; h++)
+					for (int64_t i = 0; i < rope_dim / 2; i++)
+					{
+						float	   *v = ref + (t * H + h) * D;
+						double		angle = scale * (pos0 + t) * pow(base, -2.0 * i / rope_dim) / ff[i];
+						int64_t		a = halves ? i : 2 * i,
+									b = halves ? i + rope_dim / 2 : 2 * i + 1;
+						double		x0 = v[a],
+									x1 = v[b];
+
+						v[a] = (float) (x0 * cos(angle) - x1 * sin(angle));
+						v[b] = (float) (x0 * sin(angle) + x1 * cos(angle));
+					}
+			d_x = dev_copy(x, N * H * D * sizeof(float));
+			CU_OK(cu->rope(d_x, N, H, D, rope_dim, pos0, base, scale,
+						   dev_copy(ff, (rope_dim / 2) * sizeof(float)), halves));
+			snprintf(what, sizeof(what), "llm rope %s, %lld of %lld", halves ? "halves" : "pairs",
+					 (long long) rope_dim, (long long) D);
+			expect_close(what, ref, fetch_floats(d_x, N * H * D), N * H * D, 1e-5, 1e-4);
+		}
+}
+
+/*
+ * The half-precision cache: rows stored are the host's rounding exactly,
+ * and attention over it (grouped heads, a causal window per token)
+ * matches a double-precision reference with q rounded to half.
+ */
+static void
+test_llm_attention_cached(void **state)
+{
+	const int64_t CTX = 40,
+				G = 2,
+				H = 6,
+				D = 16,
+				N = 3,
+				pos0 = 11,
+				W = G * D;
+	float	   *kf = host_floats(CTX * W),
+			   *vf = host_floats(CTX * W),
+			   *q = host_floats(N * H * D),
+			   *ref = host_floats(N * H * D);
+	uint16_t   *kh = host_alloc(CTX * W * sizeof(uint16_t)),
+			   *vh = host_alloc(CTX * W * sizeof(uint16_t)),
+			   *back = host_alloc(CTX * W * sizeof(uint16_t));
+	uint16_t   *d_k = dev_alloc(CTX * W * sizeof(uint16_t)),
+			   *d_v = dev_alloc(CTX * W * sizeof(uint16_t));
+	float	   *d_out = dev_alloc(N * H * D * sizeof(float));
+	float		scale = 0.25f;
+
+	(void) state;
+	fill_normal(kf, CTX * W, 1.0f, 0.0f);
+	fill_normal(vf, CTX * W, 1.0f, 0.0f);
+	fill_normal(q, N * H * D, 1.0f, 0.0f);
+	for (int64_t i = 0; i < CTX * W; i++)
+	{
+		kh[i] = tl_f32_to_fp16(kf[i]);
+		vh[i] = tl_f32_to_fp16(vf[i]);
+	}
+	/* the whole cache written by kv_store, in two calls */
+	CU_OK(cu->kv_store(d_k, dev_copy(kf, CTX * W * sizeof(float)), CTX, W, 0));
+	CU_OK(cu->kv_store(d_v, dev_copy(vf, 10 * W * sizeof(float)), 10, W, 0));
+	CU_OK(cu->kv_store(d_v, dev_copy(vf + 10 * W, (CTX - 10) * W * sizeof(float)), CTX - 10, W, 10));
+	CU_OK(cu->download(back, d_k, CTX * W * sizeof(uint16_t)));
+	assert_memory_equal(back, kh, CTX * W * sizeof(uint16_t));
+	CU_OK(cu->download(back, d_v, CTX * W * sizeof(uint16_t)));
+	assert_memory_equal(back, vh, CTX * W * sizeof(uint16_t));
+	printf("cuda parity: llm kv_store                         rounding identical to the host's\n");
+
+	for (int64_t t = 0; t < N; t++)
+		for (int64_t h = 0; h < H; h++)
+		{
+			int64_t		g = h / (H / G),
+						n_pos = pos0 + t + 1;
+			double		sc[64],
+						mx = -INFINITY,
+						sum = 0.0;
+
+			for (int64_t p = 0; p < n_pos; p++)
+			{
+				double		s = 0.0;
+
+				for (int64_t d = 0; d < D; d++)
+					s += (double) tl_fp16_to_f32(kh[p * W + g * D + d]) *
+						tl_fp16_to_f32(tl_f32_to_fp16(q[(t * H + h) * D + d]));
+				sc[p] = s * scale;
+				mx = fmax(mx, sc[p]);
+			}
+			for (int64_t p = 0; p < n_pos; p++)
+				sum += (sc[p] = exp(sc[p] - mx));
+			for (int64_t d = 0; d < D; d++)
+			{
+				double		acc = 0.0;
+
+				for (int64_t p = 0; p < n_pos; p++)
+					acc += sc[p] / sum * tl_fp16_to_f32(vh[p * W + g * D + d]);
+				ref[(t * H + h) * D + d] = (float) acc;
+			}
+		}
+	CU_OK(cu->attention_cached(d_out, dev_copy(q, N * H * D * sizeof(float)), d_k, d_v,
+							   N, H, G, D, pos0, CTX, scale));
+	expect_close("llm attention_cached", ref, fetch_floats(d_out, N * H * D), N * H * D, 1e-5, 1e-4);
+	assert_int_equal(cu->attention_cached(d_out, d_out, d_k, d_v, N, 5, G, D, pos0, CTX, scale), TL_ERR_ARG);
+	assert_int_equal(cu->attention_cached(d_out, d_out, d_k, d_v, N, H, G, D, CTX - 1, CTX, scale), TL_ERR_ARG);
+}
+
+static void
+test_llm_elementwise(void **state)
+{
+	const int64_t n = 1000;
+	float	   *g = host_floats(n),
+			   *u = host_floats(n),
+			   *ref = host_floats(n),
+			   *ref_add = host_floats(n);
+	float	   *d_g,
+			   *d_u;
+
+	(void) state;
+	fill_normal(g, n, 3.0f, 0.0f);
+	fill_normal(u, n, 1.0f, 0.0f);
+	for (int64_t i = 0; i < n; i++)
+	{
+		ref[i] = (float) (g[i] / (1.0 + exp(-(double) g[i])) * u[i]);
+		ref_add[i] = ref[i] + u[i];
+	}
+	d_g = dev_copy(g, n * sizeof(float));
+	d_u = dev_copy(u, n * sizeof(float));
+	CU_OK(cu->swiglu(d_g, d_u, n));
+	expect_close("llm swiglu", ref, fetch_floats(d_g, n), n, 1e-6, 1e-5);
+	CU_OK(cu->add(d_g, d_u, n));
+	expect_close("llm add", ref_add, fetch_floats(d_g, n), n, 1e-6, 1e-5);
+}
+
 /* ---- argument checks ------------------------------------------------------------ */
 
 static void
@@ -786,6 +1026,11 @@ main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_dropout, teardown),
 		cmocka_unit_test_teardown(test_cross_entropy, teardown),
 		cmocka_unit_test_teardown(test_bce_logits, teardown),
+		cmocka_unit_test_teardown(test_llm_qmatmul, teardown),
+		cmocka_unit_test_teardown(test_llm_get_rows, teardown),
+		cmocka_unit_test_teardown(test_llm_rope, teardown),
+		cmocka_unit_test_teardown(test_llm_attention_cached, teardown),
+		cmocka_unit_test_teardown(test_llm_elementwise, teardown),
 		cmocka_unit_test_teardown(test_bad_arguments, teardown),
 	};
 
