@@ -17,50 +17,9 @@
 
 #include "tl_alloc.h"
 #include "tl_llm.h"
+#include "tl_llm_impl.h"
 #include "tl_pool.h"
 #include "tl_quant.h"
-
-/* A weight matrix in the file: rows = output features, cols = input. */
-typedef struct tl_llm_weight
-{
-	const void *data;
-	tl_qtype	type;
-	int64_t		rows;
-	int64_t		cols;
-} tl_llm_weight;
-
-typedef struct tl_llm_layer
-{
-	const float *attn_norm;		/* (E) */
-	tl_llm_weight wq,			/* (H*D, E) */
-				wk,				/* (G*D, E) */
-				wv,				/* (G*D, E) */
-				wo;				/* (E, H*D) */
-	const float *bq,			/* (H*D) or NULL */
-			   *bk,				/* (G*D) or NULL */
-			   *bv,				/* (G*D) or NULL */
-			   *bo;				/* (E) or NULL */
-	const float *ffn_norm;		/* (E) */
-	tl_llm_weight w_gate,		/* (F, E) */
-				w_up,			/* (F, E) */
-				w_down;			/* (E, F) */
-} tl_llm_layer;
-
-#define TL_LLM_MAX_END_TOKENS 8
-
-struct tl_llm_model
-{
-	tl_gguf		gguf;
-	tl_llm_config cfg;
-	tl_llm_weight tok_embd;		/* (n_vocab, E): rows are looked up */
-	tl_llm_weight output;		/* (n_vocab, E): tok_embd when tied */
-	const float *output_norm;	/* (E) */
-	const float *rope_factors;	/* (rope_dim/2) or NULL */
-	tl_llm_layer *layers;		/* n_layer */
-	tl_tokenizer *tok;
-	int32_t		end_tokens[TL_LLM_MAX_END_TOKENS];
-	int			n_end_tokens;
-};
 
 struct tl_llm_state
 {
@@ -91,6 +50,7 @@ struct tl_llm_state
 	tl_f16_scores_fn scores_f16;	/* K.q over cached keys */
 	tl_f16_mix_fn mix_f16;		/* probabilities times cached values */
 	tl_from_float_fn to_half;	/* float keys and values into the cache */
+	tl_llm_cuda *cuda;			/* the device copy, or NULL: the CPU runs it */
 };
 
 /* ======================================================================
@@ -543,12 +503,33 @@ tl_llm_state_free(tl_llm_state *st)
 				tl_free(st->k_pages[(size_t) il * st->n_pages + i]);
 				tl_free(st->v_pages[(size_t) il * st->n_pages + i]);
 			}
+	tl_llm_cuda_free(st->cuda);
 	tl_free(st->k_pages);
 	tl_free(st->v_pages);
 	tl_free(st->scores);
 	tl_llm_scratch(st, b, &nb);	/* fills nb: not in the same call as its use */
 	tl_free_buffers(b, nb);
 	tl_free(st);
+}
+
+tl_status
+tl_llm_state_use_cuda(tl_llm_state *st, const tl_cuda_api *cu)
+{
+	tl_llm_cuda *g;
+
+	if (!st || !cu)
+		return tl_fail(TL_ERR_ARG, "LLM state: no state or device");
+	TL_TRY(tl_llm_cuda_new(&g, st->m, cu, st->n_ctx));
+	tl_llm_cuda_free(st->cuda);
+	st->cuda = g;
+	st->n_past = 0;
+	return TL_OK;
+}
+
+bool
+tl_llm_state_on_cuda(const tl_llm_state *st)
+{
+	return st && st->cuda;
 }
 
 void
@@ -887,6 +868,12 @@ tl_llm_eval(tl_llm_state *st, const int32_t *tokens, int32_t n, float *logits)
 		if (tokens[t] < 0 || tokens[t] >= c->n_vocab)
 			return tl_fail(TL_ERR_ARG, "LLM eval: token %d is outside the vocabulary (0..%d)",
 						   tokens[t], c->n_vocab - 1);
+	if (st->cuda)
+	{
+		TL_TRY(tl_llm_cuda_eval(st->cuda, tokens, n, st->n_past, logits));
+		st->n_past += n;
+		return TL_OK;
+	}
 	TL_TRY(tl_llm_reserve(st, st->n_past + n - 1));
 	if (st->scores_rows < tl_pool_threads())
 	{

@@ -45,6 +45,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tl_cuda_api.h"
 #include "tl_gguf.h"
 #include "tl_status.h"
 #include "tl_tokenizer.h"
@@ -117,6 +118,17 @@ bool		tl_llm_is_end(const tl_llm_model *m, int32_t token);
  */
 tl_status	tl_llm_state_new(tl_llm_state **out, const tl_llm_model *m, int32_t n_ctx);
 void		tl_llm_state_free(tl_llm_state *st);
+/*
+ * Run this state's evaluations on a CUDA device from now on: the weights
+ * and a KV cache of n_ctx positions are copied to the device behind cu
+ * (which the caller has init()ed) and the state starts empty.  On failure
+ * the state stays on the CPU: TL_ERR_UNAVAILABLE when a tensor type has
+ * no CUDA kernel (F32, F16, Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 do),
+ * TL_ERR_NOMEM or TL_ERR_DEVICE when the device refuses.
+ */
+tl_status	tl_llm_state_use_cuda(tl_llm_state *st, const tl_cuda_api *cu);
+bool		tl_llm_state_on_cuda(const tl_llm_state *st);
+
 /* Forget every position (the pages are kept for reuse). */
 void		tl_llm_state_reset(tl_llm_state *st);
 int32_t		tl_llm_state_n_past(const tl_llm_state *st);

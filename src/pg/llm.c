@@ -46,6 +46,7 @@
 #include "options.h"
 #include "tl_alloc.h"
 #include "tl_chat.h"
+#include "tl_device.h"
 #include "tl_llm.h"
 #include "tl_pool.h"
 
@@ -323,23 +324,72 @@ llm_get(const char *name)
 	pg_unreachable();
 }
 
-/* The entry's state, sized for n_ctx positions and empty. */
+/*
+ * The CUDA plugin, initialised once per backend, for tutor.device =
+ * 'cuda' (tutor_begin_compute has raised the error if no device is
+ * usable).
+ */
+static const tl_cuda_api *
+llm_cuda_api(void)
+{
+	static bool initialised = false;
+	const tl_cuda_api *api = NULL;
+	int			count = 0;
+
+	if (tl_cuda_open(tutor_cuda_plugin_path, &api, &count) != TL_OK || api == NULL)
+		tutor_raise(TL_ERR_UNAVAILABLE, "opening the CUDA plugin");
+	if (!initialised)
+	{
+		if (api->init(0) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_SYSTEM_ERROR),
+					 errmsg("could not initialise CUDA device 0: %s", api->last_error())));
+		initialised = true;
+	}
+	return api;
+}
+
+/*
+ * The entry's state, sized for n_ctx positions and empty.  With
+ * tutor.device = 'cuda' it runs on the GPU (its weights are copied there
+ * once); 'auto' and 'cpu' keep the language model on the CPU, whose path
+ * is the one measured against llama.cpp.
+ */
 static tl_llm_state *
 llm_state(llm_entry *e, int32 n_ctx)
 {
-	if (e->state && tl_llm_state_n_ctx(e->state) != n_ctx)
+	bool		want_cuda = tutor_device == TL_DEVICE_CUDA;
+
+	if (e->state && (tl_llm_state_n_ctx(e->state) != n_ctx || tl_llm_state_on_cuda(e->state) != want_cuda))
 	{
 		tl_llm_state_free(e->state);
 		e->state = NULL;
 	}
 	if (e->state == NULL)
 	{
-		MemoryContext old = MemoryContextSwitchTo(e->cxt);
-		tl_status	rc = tl_llm_state_new(&e->state, e->model, n_ctx);
+		MemoryContext old;
+		tl_status	rc;
+		const tl_cuda_api *api = NULL;
 
+		if (want_cuda)
+		{
+			tutor_begin_compute();	/* raises when no device is usable */
+			api = llm_cuda_api();
+		}
+		old = MemoryContextSwitchTo(e->cxt);
+		rc = tl_llm_state_new(&e->state, e->model, n_ctx);
+		if (rc == TL_OK && api)
+		{
+			rc = tl_llm_state_use_cuda(e->state, api);
+			if (rc != TL_OK)
+			{
+				tl_llm_state_free(e->state);
+				e->state = NULL;
+			}
+		}
 		MemoryContextSwitchTo(old);
 		if (rc != TL_OK)
-			tutor_raise(rc, "preparing the language model");
+			tutor_raise(rc, want_cuda ? "preparing the language model on the GPU" : "preparing the language model");
 	}
 	tl_llm_state_reset(e->state);
 	return e->state;
@@ -516,9 +566,9 @@ llm_run(llm_entry *e, int32 *ids, size_t n, llm_options *o)
 	ids = llm_fit_prompt(ids, &n, n_ctx, o);
 
 	/*
-	 * The language model runs on the CPU (the CUDA path is still to come),
-	 * so only the thread count applies; resolving tutor.device would load
-	 * the CUDA plugin and its libraries for nothing.
+	 * Only the thread count applies unless tutor.device is 'cuda' (see
+	 * llm_state): resolving 'auto' would load the CUDA plugin and its
+	 * libraries into every backend that generates, for nothing.
 	 */
 	tl_set_num_threads(tutor_threads);
 	st = llm_state(e, n_ctx);

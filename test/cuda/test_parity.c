@@ -21,11 +21,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "tl_alloc.h"
 #include "tl_cuda_api.h"
 #include "tl_device.h"
+#include "tl_llm.h"
 #include "tl_ops.h"
 #include "tl_quant.h"
 #include "tl_rng.h"
@@ -980,6 +984,105 @@ test_llm_elementwise(void **state)
 	expect_close("llm add", ref_add, fetch_floats(d_g, n), n, 1e-6, 1e-5);
 }
 
+/*
+ * The whole model on the device against the CPU path, on the real default
+ * model when scripts/fetch_model.sh has fetched it: logits after a prompt
+ * and along 24 tokens of the CPU's greedy continuation (teacher forcing),
+ * the top-1 choice at each step, and decode speed on the device.  The CPU
+ * quantizes activations to 8 bits and the device does not, so logits
+ * differ by a few hundredths; near-ties may flip.
+ */
+#define REAL_MODEL "build/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int32_t
+argmax(const float *x, int32_t n)
+{
+	int32_t		b = 0;
+
+	for (int32_t i = 1; i < n; i++)
+		if (x[i] > x[b])
+			b = i;
+	return b;
+}
+
+static void
+test_llm_model(void **state)
+{
+	const char *text = "The three most important things to learn in algebra are";
+	tl_llm_model *m = NULL;
+	tl_llm_state *cpu = NULL,
+			   *gpu = NULL;
+	int32_t    *prompt;
+	size_t		n_prompt;
+	int32_t		n_vocab,
+				agree = 0,
+				steps = 24;
+	float	   *lc,
+			   *lg;
+	double		worst = 0.0,
+				t0,
+				dt;
+
+	(void) state;
+	if (access(REAL_MODEL, R_OK) != 0)
+	{
+		printf("cuda parity: llm model                            skipped (%s absent)\n", REAL_MODEL);
+		return;
+	}
+	CPU_OK(tl_llm_load(&m, REAL_MODEL));
+	n_vocab = tl_llm_config_of(m)->n_vocab;
+	CPU_OK(tl_llm_state_new(&cpu, m, 512));
+	CPU_OK(tl_llm_state_new(&gpu, m, 512));
+	CPU_OK(tl_llm_state_use_cuda(gpu, cu));
+	assert_true(tl_llm_state_on_cuda(gpu));
+	CPU_OK(tl_tokenizer_encode(tl_llm_tokenizer(m), text, strlen(text), TL_TOK_ADD_BOS, &prompt, &n_prompt));
+	lc = host_floats((size_t) n_vocab);
+	lg = host_floats((size_t) n_vocab);
+	CPU_OK(tl_llm_eval(cpu, prompt, (int32_t) n_prompt, lc));
+	CPU_OK(tl_llm_eval(gpu, prompt, (int32_t) n_prompt, lg));
+	for (int32_t s = 0; s < steps; s++)
+	{
+		int32_t		next = argmax(lc, n_vocab);
+
+		for (int32_t i = 0; i < n_vocab; i++)
+			worst = fmax(worst, fabs((double) lc[i] - lg[i]));
+		agree += argmax(lg, n_vocab) == next;
+		CPU_OK(tl_llm_eval(cpu, &next, 1, lc));
+		CPU_OK(tl_llm_eval(gpu, &next, 1, lg));
+	}
+	printf("cuda parity: llm model (SmolLM2-135M)             top-1 %d of %d, max |logit diff| %.3f\n",
+		   agree, steps, worst);
+	assert_true(agree >= steps * 9 / 10);
+	assert_true(worst < 1.0);
+
+	/* decode speed on the device: 128 tokens after the prompt */
+	tl_llm_state_reset(gpu);
+	CPU_OK(tl_llm_eval(gpu, prompt, (int32_t) n_prompt, lg));
+	t0 = now_s();
+	for (int i = 0; i < 128; i++)
+	{
+		int32_t		next = argmax(lg, n_vocab);
+
+		CPU_OK(tl_llm_eval(gpu, &next, 1, lg));
+	}
+	dt = now_s() - t0;
+	printf("cuda parity: llm decode on the device             %.1f tokens/s (128 tokens)\n", 128 / dt);
+
+	tl_free(prompt);
+	tl_llm_state_free(gpu);
+	tl_llm_state_free(cpu);
+	tl_llm_free(m);
+}
+
 /* ---- argument checks ------------------------------------------------------------ */
 
 static void
@@ -1031,6 +1134,7 @@ main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_llm_rope, teardown),
 		cmocka_unit_test_teardown(test_llm_attention_cached, teardown),
 		cmocka_unit_test_teardown(test_llm_elementwise, teardown),
+		cmocka_unit_test_teardown(test_llm_model, teardown),
 		cmocka_unit_test_teardown(test_bad_arguments, teardown),
 	};
 
