@@ -120,6 +120,28 @@ gw_array(gw_buf *w, const char *key, uint32_t elem, uint64_t count)
 	gw_u64(w, count);
 }
 
+/*
+ * A metadata-only GGUF v3 file (no tensors): gw_begin writes the header
+ * and returns where the key/value count goes; gw_finish pads the file and
+ * patches in the count, returning an exact-size copy (*len bytes) and
+ * freeing w's buffer.
+ */
+static inline size_t
+gw_begin(gw_buf *w)
+{
+	size_t		at;
+
+	gw_put(w, "GGUF", 4);
+	gw_u32(w, 3);
+	gw_u64(w, 0);				/* tensors */
+	at = w->len;
+	gw_u64(w, 0);				/* key/value pairs, patched by gw_finish */
+	return at;
+}
+
+static inline uint8_t *
+gw_finish(gw_buf *w, size_t at_n_kv, uint64_t n_kv, size_t *len);
+
 static inline void
 gw_pad(gw_buf *w, size_t alignment)
 {
@@ -127,6 +149,24 @@ gw_pad(gw_buf *w, size_t alignment)
 
 	while (w->len % alignment)
 		gw_put(w, zero, 1);
+}
+
+static inline uint8_t *
+gw_finish(gw_buf *w, size_t at_n_kv, uint64_t n_kv, size_t *len)
+{
+	uint8_t    *copy;
+
+	gw_pad(w, 32);
+	for (int i = 0; i < 8; i++)
+		w->p[at_n_kv + (size_t) i] = (uint8_t) (n_kv >> (8 * i));
+	copy = malloc(w->len ? w->len : 1);
+	if (!copy)
+		abort();
+	memcpy(copy, w->p, w->len);
+	*len = w->len;
+	free(w->p);
+	w->p = NULL;
+	return copy;
 }
 
 /* ------------------------------------------------------------- the sample */

@@ -59,13 +59,8 @@ build_vocab(const char *template, bool add_bos, size_t *len)
 	uint64_t	n_kv = 0;
 	size_t		at_n_kv;
 	int			n_tokens = N_MARKERS + 256;
-	uint8_t    *copy;
 
-	gw_put(&w, "GGUF", 4);
-	gw_u32(&w, 3);
-	gw_u64(&w, 0);
-	at_n_kv = w.len;
-	gw_u64(&w, 0);
+	at_n_kv = gw_begin(&w);
 	gw_key(&w, "tokenizer.ggml.model", GW_STRING);
 	gw_cstr(&w, "gpt2");
 	n_kv++;
@@ -97,13 +92,7 @@ build_vocab(const char *template, bool add_bos, size_t *len)
 		gw_cstr(&w, template);
 		n_kv++;
 	}
-	gw_pad(&w, 32);
-	for (int i = 0; i < 8; i++)
-		w.p[at_n_kv + (size_t) i] = (uint8_t) (n_kv >> (8 * i));
-	copy = copy_exact(w.p, w.len);
-	*len = w.len;
-	free(w.p);
-	return copy;
+	return gw_finish(&w, at_n_kv, n_kv, len);
 }
 
 typedef struct chat_fixture

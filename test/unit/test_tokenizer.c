@@ -73,13 +73,8 @@ build_gguf(const tok_opts *o, size_t *len)
 	int			n_merges = o->merges ? o->n_merges : (int) (sizeof(small_merges) / sizeof(small_merges[0]));
 	int			n_types = o->n_types < 0 ? -1 : o->n_types ? o->n_types : n_tokens;
 	size_t		at_n_kv;
-	uint8_t    *copy;
 
-	gw_put(&w, "GGUF", 4);
-	gw_u32(&w, 3);
-	gw_u64(&w, 0);
-	at_n_kv = w.len;
-	gw_u64(&w, 0);
+	at_n_kv = gw_begin(&w);
 	gw_key(&w, "general.architecture", GW_STRING);
 	gw_cstr(&w, "llama");
 	n_kv++;
@@ -126,13 +121,7 @@ build_gguf(const tok_opts *o, size_t *len)
 	gw_key(&w, "tokenizer.ggml.add_bos_token", GW_BOOL);
 	gw_u8(&w, o->add_bos ? 1 : 0);
 	n_kv++;
-	gw_pad(&w, 32);
-	for (int i = 0; i < 8; i++)
-		w.p[at_n_kv + (size_t) i] = (uint8_t) (n_kv >> (8 * i));
-	copy = copy_exact(w.p, w.len);
-	*len = w.len;
-	free(w.p);
-	return copy;
+	return gw_finish(&w, at_n_kv, n_kv, len);
 }
 
 /* Load a tokenizer from a synthetic file; the GGUF is closed at once. */
