@@ -51,6 +51,15 @@ SELECT tutor.generate('The three most important things to learn in algebra are',
      = tutor.generate('The three most important things to learn in algebra are', '{"max_tokens": 32}')
        AS greedy_repeats;
 
+-- a prompt sharing a prefix with what the session's cache holds continues
+-- from it: the text is the same as when everything is evaluated again
+SELECT tutor.generate('Fractions are', '{"max_tokens": 4}') IS NOT NULL AS primed;
+SELECT tutor.generate('Fractions are numbers that', '{"max_tokens": 12}')
+     = tutor.generate('Fractions are numbers that', '{"max_tokens": 12, "cache": false}') AS prefix_reuse_exact;
+SELECT tutor.chat('[{"role": "user", "content": "What is a fraction?"}]', '{"max_tokens": 12}')
+     = tutor.chat('[{"role": "user", "content": "What is a fraction?"}]', '{"max_tokens": 12, "cache": false}')
+       AS chat_reuse_exact;
+
 -- chat in the model's template (ChatML, SmolLM2's default system message)
 SELECT tutor.chat('[{"role": "user", "content": "What is 7 times 8?"}]', '{"max_tokens": 24}');
 SELECT tutor.chat('[{"role": "system", "content": "You are a maths tutor. Answer in one sentence."},
@@ -89,6 +98,7 @@ SELECT tutor.generate('Hi', '{"max_tokens": 1.5}');
 SELECT tutor.generate('Hi', '{"stop": 5}');
 SELECT tutor.generate('Hi', '{"stop": [""]}');
 SELECT tutor.generate('Hi', '{"truncate": "yes"}');
+SELECT tutor.generate('Hi', '{"cache": 1}');
 SELECT tutor.generate('Hi', '{"model": "nope"}');
 SELECT tutor.generate('Hi', '[1, 2]');
 SELECT tutor.generate('', '{}');

@@ -33,7 +33,8 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 -- greedy), top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed,
 -- stop (a string or an array of strings), context (positions), truncate
 -- (keep the end of a prompt too long for the context instead of failing),
--- ignore_end (write past the model's end of turn: benchmarks).
+-- ignore_end (write past the model's end of turn: benchmarks), cache (false:
+-- evaluate the whole prompt even when the session holds a prefix of it).
 -- Special tokens written in the prompt (<|im_start|>) are recognised.
 CREATE FUNCTION tutor.generate(prompt text, options jsonb DEFAULT '{}')
 RETURNS text

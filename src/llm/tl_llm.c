@@ -532,6 +532,15 @@ tl_llm_state_on_cuda(const tl_llm_state *st)
 	return st && st->cuda;
 }
 
+tl_status
+tl_llm_state_rewind(tl_llm_state *st, int32_t n)
+{
+	if (!st || n < 0 || n > st->n_past)
+		return tl_fail(TL_ERR_ARG, "LLM state: cannot keep %d of %d positions", n, st ? st->n_past : 0);
+	st->n_past = n;
+	return TL_OK;
+}
+
 void
 tl_llm_state_reset(tl_llm_state *st)
 {

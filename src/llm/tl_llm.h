@@ -129,6 +129,15 @@ void		tl_llm_state_free(tl_llm_state *st);
 tl_status	tl_llm_state_use_cuda(tl_llm_state *st, const tl_cuda_api *cu);
 bool		tl_llm_state_on_cuda(const tl_llm_state *st);
 
+/*
+ * Keep only the first n positions (0 <= n <= n_past): a prompt that
+ * shares a prefix with what the cache holds continues from there.  Every
+ * position's keys and values depend only on the tokens up to it, and
+ * batched and token-by-token evaluation agree bit for bit, so the result
+ * equals evaluating the whole prompt again.
+ */
+tl_status	tl_llm_state_rewind(tl_llm_state *st, int32_t n);
+
 /* Forget every position (the pages are kept for reuse). */
 void		tl_llm_state_reset(tl_llm_state *st);
 int32_t		tl_llm_state_n_past(const tl_llm_state *st);

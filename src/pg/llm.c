@@ -65,6 +65,9 @@ typedef struct llm_entry
 	MemoryContext cxt;
 	tl_llm_model *model;
 	tl_llm_state *state;		/* NULL until first use */
+	int32	   *cached;			/* the tokens whose keys and values the state holds */
+	int32		n_cached;
+	int32		cap_cached;
 	tl_chat_template chat;
 	bool		chat_ok;
 	char		chat_error[256];
@@ -364,6 +367,7 @@ llm_state(llm_entry *e, int32 n_ctx)
 	{
 		tl_llm_state_free(e->state);
 		e->state = NULL;
+		e->n_cached = 0;
 	}
 	if (e->state == NULL)
 	{
@@ -390,8 +394,8 @@ llm_state(llm_entry *e, int32 n_ctx)
 		MemoryContextSwitchTo(old);
 		if (rc != TL_OK)
 			tutor_raise(rc, want_cuda ? "preparing the language model on the GPU" : "preparing the language model");
+		e->n_cached = 0;
 	}
-	tl_llm_state_reset(e->state);
 	return e->state;
 }
 
@@ -451,11 +455,12 @@ typedef struct llm_options
 	tl_generate_params params;
 	int32		n_ctx;
 	bool		truncate;
+	bool		cache;			/* reuse a prompt prefix the state holds */
 } llm_options;
 
 static const char *const llm_option_keys[] = {
 	"model", "max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
-	"repeat_last_n", "seed", "stop", "truncate", "context", "ignore_end", NULL
+	"repeat_last_n", "seed", "stop", "truncate", "context", "ignore_end", "cache", NULL
 };
 
 static void
@@ -495,6 +500,7 @@ llm_read_options(Jsonb *opts, llm_options *o)
 	o->n_ctx = (int32) tutor_option_int(opts, "context", tutor_llm_context, 16, 1 << 20);
 	o->truncate = tutor_option_bool(opts, "truncate", false);
 	o->params.ignore_end = tutor_option_bool(opts, "ignore_end", false);
+	o->cache = tutor_option_bool(opts, "cache", true);
 }
 
 /*
@@ -551,6 +557,49 @@ llm_fit_prompt(int32 *ids, size_t *n, int32 n_ctx, const llm_options *o)
 	return ids;
 }
 
+/*
+ * Continue from the longest prefix of the prompt that the state already
+ * holds (a shared system message, a nightly job's common instructions):
+ * rewind the state to it and return its length.  At least the prompt's
+ * last token is evaluated again, for its logits.  The repeat penalty
+ * looks at the prompt's tokens, so with a penalty nothing is reused.
+ */
+static int32
+llm_reuse_prefix(llm_entry *e, tl_llm_state *st, const int32 *ids, size_t n, const llm_options *o)
+{
+	int32		keep = 0;
+
+	if (o->cache && o->params.sampler.repeat_penalty == 1.0f)
+		while (keep < e->n_cached && (size_t) keep < n && e->cached[keep] == ids[keep])
+			keep++;
+	if ((size_t) keep >= n)
+		keep = (int32) n - 1;
+	if (tl_llm_state_rewind(st, keep) != TL_OK)
+		keep = 0;
+	if (keep == 0)
+		tl_llm_state_reset(st);
+	return keep;
+}
+
+/* Remember what the state holds after a generation: prompt, then tokens written. */
+static void
+llm_remember(llm_entry *e, tl_llm_state *st, const int32 *ids, size_t n, const tl_generation *g)
+{
+	int32		held = tl_llm_state_n_past(st);
+
+	if (held > e->cap_cached)
+	{
+		int32		cap = Max(held, 2 * e->cap_cached);
+
+		e->cached = e->cached ? repalloc(e->cached, sizeof(int32) * cap)
+			: MemoryContextAlloc(e->cxt, sizeof(int32) * cap);
+		e->cap_cached = cap;
+	}
+	for (int32 i = 0; i < held; i++)
+		e->cached[i] = (size_t) i < n ? ids[i] : g->tokens[i - n];
+	e->n_cached = held;
+}
+
 static text *
 llm_run(llm_entry *e, int32 *ids, size_t n, llm_options *o)
 {
@@ -562,6 +611,7 @@ llm_run(llm_entry *e, int32 *ids, size_t n, llm_options *o)
 	tl_status	rc;
 	text	   *result;
 	bool		decoding = false;
+	int32		reused;
 
 	ids = llm_fit_prompt(ids, &n, n_ctx, o);
 
@@ -578,12 +628,17 @@ llm_run(llm_entry *e, int32 *ids, size_t n, llm_options *o)
 	tutor_progress_begin(e->name, "generate");
 	tutor_progress_phase("prefill");
 	tutor_progress_epoch(0, 0, o->params.max_tokens);
+	reused = llm_reuse_prefix(e, st, ids, n, o);
 	old = MemoryContextSwitchTo(e->cxt);
-	rc = tl_llm_generate(st, ids, (int32_t) n, &o->params, &g);
+	rc = tl_llm_generate(st, ids + reused, (int32_t) (n - reused), &o->params, &g);
 	MemoryContextSwitchTo(old);
 	tutor_progress_end();
 	if (rc != TL_OK)
+	{
+		e->n_cached = 0;
 		tutor_raise(rc, "generating");
+	}
+	llm_remember(e, st, ids, n, &g);
 
 	CHECK_FOR_INTERRUPTS();
 	if (g.finish == TL_FINISH_INTERRUPTED)
@@ -594,8 +649,8 @@ llm_run(llm_entry *e, int32 *ids, size_t n, llm_options *o)
 				 errmsg("generation was interrupted")));
 	}
 	ereport(DEBUG1,
-			(errmsg_internal("tutor_llm: %d prompt tokens in %.3f s, %d new tokens in %.3f s (%s)",
-							 g.n_prompt, g.prefill_seconds, g.n_tokens, g.decode_seconds,
+			(errmsg_internal("tutor_llm: %d prompt tokens reused, %d in %.3f s, %d new tokens in %.3f s (%s)",
+							 reused, g.n_prompt, g.prefill_seconds, g.n_tokens, g.decode_seconds,
 							 tl_finish_name(g.finish))));
 	result = llm_utf8_to_text(g.text, g.len);
 	tl_generation_free(&g);

@@ -823,6 +823,31 @@ test_kv_pages(void **state)
 	assert_int_equal(tl_llm_state_n_past(st), 0);
 	feed(st, tokens, LONG, 1, again);
 	assert_memory_equal(got, again, sizeof(got));
+	/*
+	 * rewind into the cache (across a page boundary) and continue with
+	 * other tokens: the logits equal a fresh state fed the whole sequence,
+	 * bit for bit (what reusing a shared prompt prefix relies on)
+	 */
+	{
+		int32_t		mixed[LONG];
+		float		cont[N_VOCAB],
+					whole[N_VOCAB];
+		tl_llm_state *other_st;
+		int			keep = TL_LLM_KV_PAGE + 7;
+
+		memcpy(mixed, tokens, sizeof(int32_t) * keep);
+		random_tokens(mixed + keep, LONG - keep, 503);
+		ASSERT_OK(tl_llm_state_rewind(st, keep));
+		assert_int_equal(tl_llm_state_n_past(st), keep);
+		feed(st, mixed + keep, LONG - keep, 37, cont);
+		ASSERT_OK(tl_llm_state_new(&other_st, tm.m, o.n_ctx));
+		feed(other_st, mixed, LONG, 64, whole);
+		assert_memory_equal(cont, whole, sizeof(cont));
+		assert_int_equal(tl_llm_state_rewind(st, LONG + 1), TL_ERR_ARG);
+		assert_int_equal(tl_llm_state_rewind(st, -1), TL_ERR_ARG);
+		tl_llm_state_free(other_st);
+	}
+
 	/* reset, and a short other sequence: nothing of the old one is seen */
 	tl_llm_state_reset(st);
 	feed(st, other, 10, 10, short1);
