@@ -80,9 +80,9 @@ endif
 # no CUDA library appears here.  CORE_LDLIBS comes from test/core.mk.
 CUDA_TEST_LDLIBS ?= -lcmocka $(or $(CORE_LDLIBS),-lopenblas -lm -ldl)
 
-build/test_cuda_parity: test/cuda/test_parity.c $(CORE_LIB)
+build/test_cuda_parity: test/cuda/test_parity.c test/bench/bench_util.h $(CORE_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CORE_CFLAGS) -o $@ $< $(CORE_LIB) $(CUDA_TEST_LDLIBS)
+	$(CC) $(CORE_CFLAGS) -Itest/bench -o $@ $< $(CORE_LIB) $(CUDA_TEST_LDLIBS)
 
 # (The top-level EXTRA_CLEAN = build covers these too.)
 clean-cuda:

@@ -33,6 +33,17 @@ typedef struct tl_candidate
 	float		p;
 } tl_candidate;
 
+int32_t
+tl_llm_argmax(const float *logits, int32_t n)
+{
+	int32_t		best = 0;
+
+	for (int32_t i = 1; i < n; i++)
+		if (logits[i] > logits[best])
+			best = i;
+	return best;
+}
+
 tl_sampler
 tl_sampler_defaults(void)
 {
@@ -130,9 +141,7 @@ tl_sample(const tl_sampler *s, float *logits, int32_t n_vocab, const int32_t *hi
 	float		cut;
 
 	tl_apply_penalty(s, logits, n_vocab, history, n_hist, seen);
-	for (int32_t i = 1; i < n_vocab; i++)
-		if (logits[i] > logits[best])
-			best = i;
+	best = tl_llm_argmax(logits, n_vocab);
 	if (s->temperature <= 0.0f || s->top_k == 1)
 		return best;
 

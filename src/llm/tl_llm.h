@@ -167,6 +167,9 @@ typedef struct tl_sampler
 	uint64_t	seed;
 } tl_sampler;
 
+/* The greedy choice: the highest logit, the lowest id among equals. */
+int32_t		tl_llm_argmax(const float *logits, int32_t n);
+
 /* The defaults: greedy, no filters, penalty off, last 64, seed 0. */
 tl_sampler	tl_sampler_defaults(void);
 

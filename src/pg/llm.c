@@ -407,14 +407,15 @@ static char *
 llm_text_to_utf8(text *t, size_t *len)
 {
 	char	   *s = text_to_cstring(t);
+	size_t		n = strlen(s);
 	char	   *u;
 
-	if (strlen(s) > LLM_MAX_PROMPT_BYTES)
+	if (n > LLM_MAX_PROMPT_BYTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("text of %zu bytes is longer than the %d bytes a prompt may have",
-						strlen(s), LLM_MAX_PROMPT_BYTES)));
-	u = pg_server_to_any(s, strlen(s), PG_UTF8);
+						n, LLM_MAX_PROMPT_BYTES)));
+	u = pg_server_to_any(s, (int) n, PG_UTF8);
 	*len = strlen(u);
 	return u;
 }

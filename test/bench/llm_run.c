@@ -88,16 +88,6 @@ print_text(const char *key, const char *s, size_t len)
 	printf("\n");
 }
 
-static int
-argmax(const float *x, int32_t n)
-{
-	int32_t		best = 0;
-
-	for (int32_t i = 1; i < n; i++)
-		if (x[i] > x[best])
-			best = i;
-	return best;
-}
 
 /* Evaluate ids in batches; logits of the last one. */
 static void
@@ -232,7 +222,7 @@ main(int argc, char **argv)
 		prefill(st, pr, np, logits);
 		for (int32_t i = 0; i < nc; i++)
 		{
-			top[i] = argmax(logits, c->n_vocab);
+			top[i] = tl_llm_argmax(logits, c->n_vocab);
 			check(tl_llm_eval(st, &co[i], 1, logits), "eval");
 		}
 		print_ids("top1", top, (size_t) nc);
@@ -272,7 +262,7 @@ main(int argc, char **argv)
 		t0 = now_s();
 		for (int32_t i = 0; i < ng; i++)
 		{
-			tok = argmax(logits, c->n_vocab);
+			tok = tl_llm_argmax(logits, c->n_vocab);
 			check(tl_llm_eval(st, &tok, 1, logits), "eval");
 		}
 		td = now_s() - t0;

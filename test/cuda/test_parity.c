@@ -26,6 +26,7 @@
 
 #include <cmocka.h>
 
+#include "bench_util.h"
 #include "tl_alloc.h"
 #include "tl_cuda_api.h"
 #include "tl_device.h"
@@ -994,26 +995,6 @@ test_llm_elementwise(void **state)
  */
 #define REAL_MODEL "build/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int32_t
-argmax(const float *x, int32_t n)
-{
-	int32_t		b = 0;
-
-	for (int32_t i = 1; i < n; i++)
-		if (x[i] > x[b])
-			b = i;
-	return b;
-}
-
 static void
 test_llm_model(void **state)
 {
@@ -1051,11 +1032,11 @@ test_llm_model(void **state)
 	CPU_OK(tl_llm_eval(gpu, prompt, (int32_t) n_prompt, lg));
 	for (int32_t s = 0; s < steps; s++)
 	{
-		int32_t		next = argmax(lc, n_vocab);
+		int32_t		next = tl_llm_argmax(lc, n_vocab);
 
 		for (int32_t i = 0; i < n_vocab; i++)
 			worst = fmax(worst, fabs((double) lc[i] - lg[i]));
-		agree += argmax(lg, n_vocab) == next;
+		agree += tl_llm_argmax(lg, n_vocab) == next;
 		CPU_OK(tl_llm_eval(cpu, &next, 1, lc));
 		CPU_OK(tl_llm_eval(gpu, &next, 1, lg));
 	}
@@ -1070,7 +1051,7 @@ test_llm_model(void **state)
 	t0 = now_s();
 	for (int i = 0; i < 128; i++)
 	{
-		int32_t		next = argmax(lg, n_vocab);
+		int32_t		next = tl_llm_argmax(lg, n_vocab);
 
 		CPU_OK(tl_llm_eval(gpu, &next, 1, lg));
 	}
