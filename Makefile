@@ -34,7 +34,7 @@ BLAS_LIBS := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 # come from OpenBLAS alone; -fopenmp-simd only honours "omp simd" loop
 # pragmas (no OpenMP runtime), and -fno-trapping-math lets the compiler
 # vectorise loops with float compares (tl_math.h).
-PG_CFLAGS = -std=gnu11 -O3 -fopenmp-simd -fno-trapping-math -Wno-declaration-after-statement
+PG_CFLAGS = -std=gnu11 -O3 -fopenmp-simd -fno-trapping-math -ffp-contract=off -Wno-declaration-after-statement
 PG_CPPFLAGS = -Isrc/core -Isrc/models -Isrc/plan -Isrc/llm $(BLAS_CFLAGS)
 SHLIB_LINK = $(BLAS_LIBS) -lm -ldl -lpthread
 EXTRA_CLEAN = build

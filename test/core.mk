@@ -2,7 +2,7 @@
 # PostgreSQL headers, its own flags, objects under build/.  Included by
 # the top-level Makefile.
 
-CORE_CFLAGS = -std=gnu11 -O3 -g -fopenmp-simd -fno-trapping-math -Wall -Wextra -Wno-unused-parameter -Wshadow -fPIC \
+CORE_CFLAGS = -std=gnu11 -O3 -g -fopenmp-simd -fno-trapping-math -ffp-contract=off -Wall -Wextra -Wno-unused-parameter -Wshadow -fPIC \
 	-Isrc/core -Isrc/models -Isrc/plan -Isrc/llm $(BLAS_CFLAGS)
 CORE_LDLIBS = $(BLAS_LIBS) -lm -ldl -lpthread
 SANITIZE_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -12,7 +12,7 @@ CORE_LIB = build/core/libtutor_core.a
 ASAN_OBJS = $(patsubst src/%.c,build/asan/%.o,$(CORE_SRCS))
 ASAN_LIB = build/asan/libtutor_core.a
 
-UNIT_TESTS = test_ops test_attention test_optim test_train test_metrics test_pfa test_kt test_blob test_pool test_plan test_gguf test_quant test_tokenizer test_llm test_llm_model test_chat
+UNIT_TESTS = test_ops test_attention test_optim test_train test_metrics test_pfa test_kt test_blob test_pool test_plan test_gguf test_quant test_tokenizer test_llm test_llm_model test_chat test_vmath
 UNIT_BINS = $(addprefix build/core/,$(UNIT_TESTS))
 ASAN_BINS = $(addprefix build/asan/,$(UNIT_TESTS))
 

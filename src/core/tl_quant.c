@@ -20,11 +20,8 @@
 #include "tl_quant.h"
 #include "tl_quant_impl.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if TL_QUANT_X86
 #include <cpuid.h>
-#define TL_QUANT_X86 1
-#else
-#define TL_QUANT_X86 0
 #endif
 
 _Static_assert(sizeof(tl_block_q4_0) == 2 + TL_QK / 2, "Q4_0 block size");
@@ -223,34 +220,67 @@ tl_vec_dot_f16(int64_t n, const void *w, const void *a)
 	return s;
 }
 
-static void
-tl_f16_scores(int D, int n_heads, const float *q, const uint16_t *k, size_t k_stride,
-			  int n_pos, float *out, size_t out_stride)
+float
+tl_quant_f16_lanes_sum(const float *l, size_t stride, tl_f16_order order)
 {
+	float		a[8];
+
+	if (order == TL_F16_TILED)
+		for (int i = 0; i < 8; i++)
+			a[i] = l[i * stride];
+	else
+		for (int i = 0; i < 8; i++)
+			a[i] = (l[i * stride] + l[(i + 16) * stride]) + (l[(i + 8) * stride] + l[(i + 24) * stride]);
+	if (order == TL_F16_TILED)
+		return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+	return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+
+/* Elements of a row of D summed in lanes, and those left to double (VEC). */
+static inline int
+tl_f16_laned(int D, tl_f16_order order)
+{
+	return order == TL_F16_VEC ? D - D % 32 : D;
+}
+
+void
+tl_f16_scores_ref(int D, int n_heads, const float *q, const uint16_t *k, size_t k_stride,
+			  int n_pos, float *out, size_t out_stride, tl_f16_order order)
+{
+	int			L = tl_f16_lanes(order),
+				laned = tl_f16_laned(D, order);
+
 	for (int p = 0; p < n_pos; p++)
 		for (int h = 0; h < n_heads; h++)
 		{
-			float		lane[8] = {0};
+			const uint16_t *kp = k + (size_t) p * k_stride;
+			const float *qh = q + (size_t) h * D;
+			float		lane[TL_F16_MAX_LANES] = {0};
+			double		s;
 
-			for (int d = 0; d < D; d++)
-				lane[d % 8] += tl_half_to_float(k[(size_t) p * k_stride + d]) * q[(size_t) h * D + d];
-			out[(size_t) h * out_stride + p] = ((lane[0] + lane[4]) + (lane[2] + lane[6])) +
-				((lane[1] + lane[5]) + (lane[3] + lane[7]));
+			for (int d = 0; d < laned; d++)
+				lane[d % L] = fmaf(tl_half_to_float(kp[d]), qh[d], lane[d % L]);
+			s = tl_quant_f16_lanes_sum(lane, 1, order);
+			for (int d = laned; d < D; d++)
+				s += (double) (tl_half_to_float(kp[d]) * qh[d]);
+			out[(size_t) h * out_stride + p] = (float) s;
 		}
 }
 
-static void
-tl_f16_mix(int D, int n_heads, const float *prob, size_t prob_stride, const uint16_t *v,
-		   size_t v_stride, int n_pos, int first, float *lanes)
+void
+tl_f16_mix_ref(int D, int n_heads, const float *prob, size_t prob_stride, const uint16_t *v,
+		   size_t v_stride, int n_pos, int first, float *lanes, tl_f16_order order)
 {
+	int			L = tl_f16_lanes(order);
+
 	for (int p = 0; p < n_pos; p++)
 		for (int h = 0; h < n_heads; h++)
 		{
 			float		w = prob[(size_t) h * prob_stride + p];
-			float	   *l = lanes + ((size_t) h * 8 + (size_t) ((first + p) % 8)) * D;
+			float	   *l = lanes + ((size_t) h * L + (size_t) ((first + p) % L)) * D;
 
 			for (int d = 0; d < D; d++)
-				l[d] += w * tl_half_to_float(v[(size_t) p * v_stride + d]);
+				l[d] = fmaf(w, tl_half_to_float(v[(size_t) p * v_stride + d]), l[d]);
 		}
 }
 
@@ -1349,7 +1379,7 @@ tl_quant_f16_scores(void)
 	if (tl_quant_simd_active())
 		return tl_f16_scores_avx2;
 #endif
-	return tl_f16_scores;
+	return tl_f16_scores_ref;
 }
 
 tl_f16_mix_fn
@@ -1359,7 +1389,7 @@ tl_quant_f16_mix(void)
 	if (tl_quant_simd_active())
 		return tl_f16_mix_avx2;
 #endif
-	return tl_f16_mix;
+	return tl_f16_mix_ref;
 }
 
 /* ======================================================================

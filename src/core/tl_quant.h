@@ -210,26 +210,62 @@ size_t		tl_qtype_row_size(tl_qtype type, int64_t n);
 tl_vec_dot_fn tl_quant_vec_dot(tl_qtype type);
 
 /*
+ * Summation orders for products of half-precision rows.  llama.cpp's CPU
+ * backend sums K.q and probabilities x V one way for a batch of tokens
+ * (its tiled matrix product: one accumulator of eight lanes along the
+ * whole length) and another for a single token (its vector dot product:
+ * four accumulators of eight lanes over chunks of 32, a remainder added
+ * in double).  Following both is what lets a prompt and the tokens
+ * generated after it match llama.cpp bit for bit.
+ */
+typedef enum tl_f16_order
+{
+	TL_F16_TILED,				/* 8 lanes: element i in lane i % 8 */
+	TL_F16_VEC					/* 32 lanes: element i in lane i % 32 */
+} tl_f16_order;
+
+#define TL_F16_MAX_LANES 32
+
+static inline int
+tl_f16_lanes(tl_f16_order order)
+{
+	return order == TL_F16_VEC ? 32 : 8;
+}
+
+/*
+ * The sum of the lanes lane[i * stride], i < tl_f16_lanes(order), in the
+ * order's own tree: TILED ((0+4)+(2+6)) + ((1+5)+(3+7)); VEC first
+ * a_i = (l_i + l_i+16) + (l_i+8 + l_i+24), then the TILED tree's shape
+ * over a_0..a_7 as ((a0+a4)+(a1+a5)) + ((a2+a6)+(a3+a7)).
+ */
+float		tl_quant_f16_lanes_sum(const float *lane, size_t stride, tl_f16_order order);
+
+/*
  * Attention over a half-precision KV cache, for n_heads query heads of
  * head_dim D that share one key/value head (grouped-query attention):
- * each cached row is converted once for all of them.
+ * each cached row is converted once for all of them.  L below is
+ * tl_f16_lanes(order); every product is a fused multiply-add.
  *
  *	 scores: out[h * out_stride + p] = k_p . q_h for p < n_pos, where
- *			 k_p = k + p * k_stride and q_h = q + h * D; summed in eight
- *			 lanes over D (lane i takes elements i, i+8, ...; fused
- *			 multiply-adds), the lanes added pairwise at the end
- *	 mix:    lanes[(h * 8 + (first + p) % 8) * D + d] += prob[h * prob_stride + p] * v_p[d]
- *			 with fused multiply-adds: position p goes to lane p mod 8, so a
- *			 caller can add the eight lanes pairwise at the end
+ *			 k_p = k + p * k_stride and q_h = q + h * D: element d in lane
+ *			 d % L, the lanes summed by tl_quant_f16_lanes_sum; in VEC
+ *			 order the elements past the last whole 32 are added to that
+ *			 sum in double instead
+ *	 mix:    lanes[(h * L + (first + p) % L) * D + d] += prob[h * prob_stride + p] * v_p[d]
+ *			 (a caller sums the lanes of each (h, d) with
+ *			 tl_quant_f16_lanes_sum, stride D; llama.cpp pads the cache
+ *			 to a multiple of 256 positions, so its VEC order has no
+ *			 remainder there)
  *
- * Those orders are llama.cpp's for the same products.  The AVX2 versions
- * are chosen as for the dot products; the scalar ones round differently
- * only in the last bits.
+ * The AVX2 versions are chosen as for the dot products; the scalar ones
+ * use fmaf in the same order and give the same bits.
  */
 typedef void (*tl_f16_scores_fn) (int D, int n_heads, const float *q, const uint16_t *k,
-								  size_t k_stride, int n_pos, float *out, size_t out_stride);
+								  size_t k_stride, int n_pos, float *out, size_t out_stride,
+								  tl_f16_order order);
 typedef void (*tl_f16_mix_fn) (int D, int n_heads, const float *prob, size_t prob_stride,
-							   const uint16_t *v, size_t v_stride, int n_pos, int first, float *lanes);
+							   const uint16_t *v, size_t v_stride, int n_pos, int first,
+							   float *lanes, tl_f16_order order);
 tl_f16_scores_fn tl_quant_f16_scores(void);
 tl_f16_mix_fn tl_quant_f16_mix(void);
 

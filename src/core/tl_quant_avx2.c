@@ -27,8 +27,6 @@
 #include "tl_quant.h"
 #include "tl_quant_impl.h"
 
-#define TL_AVX2 __attribute__((target("avx2,fma,f16c")))
-
 /* an fp16 scale to float (F16C: exact, as tl_fp16_to_f32) */
 #define H2F(h) _cvtsh_ss(h)
 
@@ -139,6 +137,17 @@ tl_vec_dot_f16_avx2(int64_t n, const void *w, const void *a)
 
 #define TL_F16_MAX_CHUNKS 64		/* head_dim up to 512 in registers' worth of chunks */
 
+/* The VEC order's sum of four accumulators (see tl_quant_f16_lanes_sum). */
+static inline TL_AVX2 float
+tl_hsum_vec4(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
+{
+	__m256		x = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
+	__m128		t = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+
+	t = _mm_hadd_ps(t, t);
+	return _mm_cvtss_f32(_mm_hadd_ps(t, t));
+}
+
 /*
  * Scores for head sizes of 8 * chunks; inlined with a constant chunk
  * count (64 and 128, the common head sizes) so the converted key row
@@ -146,8 +155,10 @@ tl_vec_dot_f16_avx2(int64_t n, const void *w, const void *a)
  */
 static inline __attribute__((always_inline)) TL_AVX2 void
 tl_f16_scores_chunks(const int chunks, int n_heads, const float *q, const uint16_t *k,
-					 size_t k_stride, int n_pos, float *out, size_t out_stride)
+					 size_t k_stride, int n_pos, float *out, size_t out_stride, tl_f16_order order)
 {
+	const int	whole = order == TL_F16_VEC ? chunks - chunks % 4 : chunks;
+
 	for (int p = 0; p < n_pos; p++)
 	{
 		const uint16_t *kp = k + (size_t) p * k_stride;
@@ -158,52 +169,57 @@ tl_f16_scores_chunks(const int chunks, int n_heads, const float *q, const uint16
 		for (int h = 0; h < n_heads; h++)
 		{
 			const float *qh = q + (size_t) h * 8 * chunks;
-			__m256		acc = _mm256_setzero_ps();
+			__m256		acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+			_mm256_setzero_ps()};
 
-			for (int c = 0; c < chunks; c++)
-				acc = _mm256_fmadd_ps(kv[c], _mm256_loadu_ps(qh + 8 * c), acc);
-			out[(size_t) h * out_stride + p] = tl_hsum_ps(acc);
+			if (order == TL_F16_TILED)
+			{
+				for (int c = 0; c < chunks; c++)
+					acc[0] = _mm256_fmadd_ps(kv[c], _mm256_loadu_ps(qh + 8 * c), acc[0]);
+				out[(size_t) h * out_stride + p] = tl_hsum_ps(acc[0]);
+			}
+			else
+			{
+				double		s;
+
+				for (int c = 0; c < whole; c++)
+					acc[c % 4] = _mm256_fmadd_ps(kv[c], _mm256_loadu_ps(qh + 8 * c), acc[c % 4]);
+				s = tl_hsum_vec4(acc[0], acc[1], acc[2], acc[3]);
+				for (int d = 8 * whole; d < 8 * chunks; d++)
+					s += (double) (H2F(kp[d]) * qh[d]);
+				out[(size_t) h * out_stride + p] = (float) s;
+			}
 		}
 	}
 }
 
 TL_AVX2 void
 tl_f16_scores_avx2(int D, int n_heads, const float *q, const uint16_t *k, size_t k_stride,
-				   int n_pos, float *out, size_t out_stride)
+				   int n_pos, float *out, size_t out_stride, tl_f16_order order)
 {
 	if (D == 64)
-		tl_f16_scores_chunks(8, n_heads, q, k, k_stride, n_pos, out, out_stride);
+		tl_f16_scores_chunks(8, n_heads, q, k, k_stride, n_pos, out, out_stride, order);
 	else if (D == 128)
-		tl_f16_scores_chunks(16, n_heads, q, k, k_stride, n_pos, out, out_stride);
+		tl_f16_scores_chunks(16, n_heads, q, k, k_stride, n_pos, out, out_stride, order);
 	else if (D % 8 == 0 && D / 8 <= TL_F16_MAX_CHUNKS)
-		tl_f16_scores_chunks(D / 8, n_heads, q, k, k_stride, n_pos, out, out_stride);
+		tl_f16_scores_chunks(D / 8, n_heads, q, k, k_stride, n_pos, out, out_stride, order);
 	else
-	{
-		/* odd head sizes: eight lanes the slow way, same order */
-		for (int p = 0; p < n_pos; p++)
-			for (int h = 0; h < n_heads; h++)
-			{
-				float		lane[8] = {0};
-
-				for (int d = 0; d < D; d++)
-					lane[d % 8] = fmaf(H2F(k[(size_t) p * k_stride + d]), q[(size_t) h * D + d], lane[d % 8]);
-				out[(size_t) h * out_stride + p] = ((lane[0] + lane[4]) + (lane[2] + lane[6])) +
-					((lane[1] + lane[5]) + (lane[3] + lane[7]));
-			}
-	}
+		tl_f16_scores_ref(D, n_heads, q, k, k_stride, n_pos, out, out_stride, order);
 }
 
 /* Values for head sizes of 8 * chunks, inlined with a constant count as above. */
 static inline __attribute__((always_inline)) TL_AVX2 void
 tl_f16_mix_chunks(const int chunks, int n_heads, const float *prob, size_t prob_stride,
-				  const uint16_t *v, size_t v_stride, int n_pos, int first, float *lanes)
+				  const uint16_t *v, size_t v_stride, int n_pos, int first, float *lanes,
+				  tl_f16_order order)
 {
-	const int	D = 8 * chunks;
+	const int	D = 8 * chunks,
+				L = tl_f16_lanes(order);
 
 	for (int p = 0; p < n_pos; p++)
 	{
 		const uint16_t *vp = v + (size_t) p * v_stride;
-		size_t		lane = (size_t) ((first + p) % 8);
+		size_t		lane = (size_t) ((first + p) % L);
 		__m256		vv[TL_F16_MAX_CHUNKS];
 
 		for (int c = 0; c < chunks; c++)
@@ -211,7 +227,7 @@ tl_f16_mix_chunks(const int chunks, int n_heads, const float *prob, size_t prob_
 		for (int h = 0; h < n_heads; h++)
 		{
 			__m256		w = _mm256_set1_ps(prob[(size_t) h * prob_stride + p]);
-			float	   *l = lanes + ((size_t) h * 8 + lane) * D;
+			float	   *l = lanes + ((size_t) h * L + lane) * D;
 
 			for (int c = 0; c < chunks; c++)
 				_mm256_storeu_ps(l + 8 * c, _mm256_fmadd_ps(w, vv[c], _mm256_loadu_ps(l + 8 * c)));
@@ -221,24 +237,16 @@ tl_f16_mix_chunks(const int chunks, int n_heads, const float *prob, size_t prob_
 
 TL_AVX2 void
 tl_f16_mix_avx2(int D, int n_heads, const float *prob, size_t prob_stride, const uint16_t *v,
-				size_t v_stride, int n_pos, int first, float *lanes)
+				size_t v_stride, int n_pos, int first, float *lanes, tl_f16_order order)
 {
 	if (D == 64)
-		tl_f16_mix_chunks(8, n_heads, prob, prob_stride, v, v_stride, n_pos, first, lanes);
+		tl_f16_mix_chunks(8, n_heads, prob, prob_stride, v, v_stride, n_pos, first, lanes, order);
 	else if (D == 128)
-		tl_f16_mix_chunks(16, n_heads, prob, prob_stride, v, v_stride, n_pos, first, lanes);
+		tl_f16_mix_chunks(16, n_heads, prob, prob_stride, v, v_stride, n_pos, first, lanes, order);
 	else if (D % 8 == 0 && D / 8 <= TL_F16_MAX_CHUNKS)
-		tl_f16_mix_chunks(D / 8, n_heads, prob, prob_stride, v, v_stride, n_pos, first, lanes);
+		tl_f16_mix_chunks(D / 8, n_heads, prob, prob_stride, v, v_stride, n_pos, first, lanes, order);
 	else
-		for (int p = 0; p < n_pos; p++)
-			for (int h = 0; h < n_heads; h++)
-			{
-				float		w = prob[(size_t) h * prob_stride + p];
-				float	   *l = lanes + ((size_t) h * 8 + (size_t) ((first + p) % 8)) * D;
-
-				for (int d = 0; d < D; d++)
-					l[d] = fmaf(w, H2F(v[(size_t) p * v_stride + d]), l[d]);
-			}
+		tl_f16_mix_ref(D, n_heads, prob, prob_stride, v, v_stride, n_pos, first, lanes, order);
 }
 
 TL_AVX2 void

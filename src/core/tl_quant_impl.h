@@ -1,5 +1,5 @@
 /*
- * tl_quant_impl.h -- internal to tl_quant.c and tl_quant_avx2.c: what
+ * tl_quant_impl.h -- internal to tl_quant.c, tl_quant_avx2.c and tl_vmath.c: what
  * the references share with the AVX2+FMA+F16C dot products (x86-64 only).
  * Call those only through the traits table (tl_quant_vec_dot), which
  * checks the CPU first.
@@ -9,6 +9,17 @@
 
 #include <stdint.h>
 #include <string.h>
+
+#include "tl_quant.h"
+
+/* Whether the AVX2 kernels exist in this build (x86-64, GCC or clang). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define TL_QUANT_X86 1
+/* every AVX2 function carries this, so files build with baseline flags */
+#define TL_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define TL_QUANT_X86 0
+#endif
 
 /* fp16 bits to float, exact; inline for the per-block scales. */
 static inline float
@@ -74,10 +85,19 @@ void		tl_k4_unpack_scales(const uint8_t *s, uint8_t *sc, uint8_t *m);
 
 float		tl_vec_dot_f32_avx2(int64_t n, const void *w, const void *a);
 float		tl_vec_dot_f16_avx2(int64_t n, const void *w, const void *a);
+/* the scalar attention kernels (fmaf), which the AVX2 ones equal bit for bit */
+void		tl_f16_scores_ref(int D, int n_heads, const float *q, const uint16_t *k,
+							  size_t k_stride, int n_pos, float *out, size_t out_stride,
+							  tl_f16_order order);
+void		tl_f16_mix_ref(int D, int n_heads, const float *prob, size_t prob_stride,
+						   const uint16_t *v, size_t v_stride, int n_pos, int first, float *lanes,
+						   tl_f16_order order);
 void		tl_f16_scores_avx2(int D, int n_heads, const float *q, const uint16_t *k,
-							   size_t k_stride, int n_pos, float *out, size_t out_stride);
+							   size_t k_stride, int n_pos, float *out, size_t out_stride,
+							   tl_f16_order order);
 void		tl_f16_mix_avx2(int D, int n_heads, const float *prob, size_t prob_stride,
-							const uint16_t *v, size_t v_stride, int n_pos, int first, float *lanes);
+							const uint16_t *v, size_t v_stride, int n_pos, int first, float *lanes,
+							tl_f16_order order);
 void		tl_f16_from_float_avx2(const float *src, void *dst, int64_t n);
 void		tl_round_half_avx2(float *x, int64_t n);
 void		tl_q8_0_from_float_avx2(const float *src, void *dst, int64_t n);

@@ -440,10 +440,9 @@ tl_llm_generate(tl_llm_state *st, const int32_t *prompt, int32_t n_prompt,
 
 	/* prefill */
 	t0 = tl_now();
-	for (int32_t at = 0; at < n_prompt; at += TL_LLM_BATCH)
+	for (int32_t at = 0, n; at < n_prompt; at += n)
 	{
-		int32_t		n = n_prompt - at < TL_LLM_BATCH ? n_prompt - at : TL_LLM_BATCH;
-
+		n = tl_llm_prefill_chunk(n_prompt - at);
 		if ((rc = tl_llm_eval(st, prompt + at, n, at + n == n_prompt ? w.logits : NULL)) != TL_OK)
 			goto done;
 		if (params->keep_going && !params->keep_going(params->keep_going_arg, at + n, 0))

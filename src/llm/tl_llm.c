@@ -20,6 +20,7 @@
 #include "tl_llm_impl.h"
 #include "tl_pool.h"
 #include "tl_quant.h"
+#include "tl_vmath.h"
 
 struct tl_llm_state
 {
@@ -44,14 +45,23 @@ struct tl_llm_state
 	float	   *rope_cos;		/* (B, rope_dim/2) */
 	float	   *rope_sin;
 	float	   *scores;			/* per pool worker: (group, n_ctx) scores, then
-								 * (group, 8, D) lanes */
+								 * (group, TL_F16_MAX_LANES, D) lanes */
 	int			scores_rows;	/* workers it has room for */
 	size_t		scores_per_worker;
 	tl_f16_scores_fn scores_f16;	/* K.q over cached keys */
 	tl_f16_mix_fn mix_f16;		/* probabilities times cached values */
 	tl_from_float_fn to_half;	/* float keys and values into the cache */
 	tl_llm_cuda *cuda;			/* the device copy, or NULL: the CPU runs it */
+	tl_llm_trace_fn trace;		/* diagnostic hook, or NULL */
+	void	   *trace_user;
 };
+
+/* Hand an intermediate to the trace hook, if any. */
+#define TL_TRACE(st, name, layer, data, rows, cols) \
+	do { \
+		if ((st)->trace) \
+			(st)->trace((st)->trace_user, (name), (layer), (data), (rows), (cols)); \
+	} while (0)
 
 /* ======================================================================
  * Loading
@@ -526,6 +536,13 @@ tl_llm_state_use_cuda(tl_llm_state *st, const tl_cuda_api *cu)
 	return TL_OK;
 }
 
+void
+tl_llm_state_set_trace(tl_llm_state *st, tl_llm_trace_fn fn, void *user)
+{
+	st->trace = fn;
+	st->trace_user = user;
+}
+
 bool
 tl_llm_state_on_cuda(const tl_llm_state *st)
 {
@@ -665,8 +682,9 @@ tl_llm_rope(const tl_llm_config *c, float *x, int n_heads, const float *cs, cons
 			float		x0 = v[a],
 						x1 = v[b];
 
-			v[a] = x0 * cs[i] - x1 * sn[i];
-			v[b] = x0 * sn[i] + x1 * cs[i];
+			/* the multiply-adds fused as llama.cpp's build fuses them */
+			v[a] = fmaf(x0, cs[i], -(x1 * sn[i]));
+			v[b] = fmaf(x0, sn[i], x1 * cs[i]);
 		}
 	}
 }
@@ -689,22 +707,23 @@ typedef struct tl_attn_job
 	float		scale;
 	int			heads_per_item; /* query heads of one key/value head done together */
 	int			splits;			/* items per (token, key/value head) */
+	tl_f16_order order;			/* summation order of the half-precision products */
 } tl_attn_job;
 
-#define TL_ATTN_LANES 8
 #define Min(a, b) ((a) < (b) ? (a) : (b))
 
 /*
  * Attention for one token and up to a group of query heads that share a
  * key/value head, in llama.cpp's arithmetic (its default path, without
- * flash attention): scores K.q with q in half precision, scaled; a
- * softmax with the sum in double; probabilities rounded to half
- * precision; values summed in eight lanes by position (position p in
- * lane p % 8), the lanes added pairwise at the end.  Each head's numbers
- * are the same however heads are grouped into items, so results do not
- * depend on the batch or the thread count.  Cached rows are converted
- * once per item and page.  Scratch is the worker's slice of st->scores.
- * Runs on pool workers: no allocation, no errors.
+ * flash attention): scores K.q with q in half precision; a softmax of the
+ * scaled scores with its exponential and its sum as llama.cpp forms them
+ * (tl_vmath_exp_sum); probabilities rounded to half precision; values
+ * summed in lanes by position.  Scores and values follow the summation
+ * order of the batch (j->order).  Each head's numbers are the same however
+ * heads are grouped into items, so results do not depend on the thread
+ * count.  Cached rows are converted once per item and page.  Scratch is
+ * the worker's slice of st->scores.  Runs on pool workers: no allocation,
+ * no errors.
  */
 static void
 tl_llm_attention_task(void *arg, int64_t begin, int64_t end, int worker)
@@ -713,7 +732,8 @@ tl_llm_attention_task(void *arg, int64_t begin, int64_t end, int worker)
 	const tl_llm_state *st = j->st;
 	const tl_llm_config *c = &st->m->cfg;
 	int			D = c->head_dim,
-				group = c->n_head / c->n_head_kv;
+				group = c->n_head / c->n_head_kv,
+				L = tl_f16_lanes(j->order);
 	float	   *sc = st->scores + (size_t) worker * st->scores_per_worker;
 	float	   *lanes = sc + (size_t) group * st->n_ctx;
 
@@ -730,7 +750,7 @@ tl_llm_attention_task(void *arg, int64_t begin, int64_t end, int worker)
 		/* scores, a page of cached keys at a time */
 		for (int32_t p0 = 0; p0 < n_pos; p0 += TL_LLM_KV_PAGE)
 			st->scores_f16(D, nh, q, tl_llm_k_at(st, j->layer, p0) + (size_t) g * D, st->kv_dim,
-						   Min(TL_LLM_KV_PAGE, n_pos - p0), sc + p0, st->n_ctx);
+						   Min(TL_LLM_KV_PAGE, n_pos - p0), sc + p0, st->n_ctx, j->order);
 
 		/* softmax per head, probabilities rounded to half precision */
 		for (int h = 0; h < nh; h++)
@@ -738,7 +758,6 @@ tl_llm_attention_task(void *arg, int64_t begin, int64_t end, int worker)
 			float	   *s = sc + (size_t) h * st->n_ctx;
 			float		mx = -INFINITY,
 						inv;
-			double		sum = 0.0;
 
 			for (int32_t p = 0; p < n_pos; p++)
 			{
@@ -746,41 +765,26 @@ tl_llm_attention_task(void *arg, int64_t begin, int64_t end, int worker)
 				if (s[p] > mx)
 					mx = s[p];
 			}
-			for (int32_t p = 0; p < n_pos; p++)
-				sum += (double) (s[p] = expf(s[p] - mx));
-			inv = (float) (1.0 / sum);
+			inv = (float) (1.0 / tl_vmath_exp_sum(s, s, n_pos, mx));
 			for (int32_t p = 0; p < n_pos; p++)
 				s[p] *= inv;
 			tl_quant_round_half(s, n_pos);
 		}
 
-		/* values, a page at a time, into eight lanes per head */
-		memset(lanes, 0, sizeof(float) * (size_t) nh * TL_ATTN_LANES * D);
+		/* values, a page at a time, into L lanes per head */
+		memset(lanes, 0, sizeof(float) * (size_t) nh * L * D);
 		for (int32_t p0 = 0; p0 < n_pos; p0 += TL_LLM_KV_PAGE)
 			st->mix_f16(D, nh, sc + p0, st->n_ctx, tl_llm_v_at(st, j->layer, p0) + (size_t) g * D,
-						st->kv_dim, Min(TL_LLM_KV_PAGE, n_pos - p0), p0, lanes);
+						st->kv_dim, Min(TL_LLM_KV_PAGE, n_pos - p0), p0, lanes, j->order);
 		for (int h = 0; h < nh; h++)
 		{
-			const float *l = lanes + (size_t) h * TL_ATTN_LANES * D;
+			const float *l = lanes + (size_t) h * L * D;
 			float	   *out = st->att + ((size_t) t * c->n_head + h0 + h) * D;
 
 			for (int d = 0; d < D; d++)
-				out[d] = ((l[0 * D + d] + l[4 * D + d]) + (l[2 * D + d] + l[6 * D + d])) +
-					((l[1 * D + d] + l[5 * D + d]) + (l[3 * D + d] + l[7 * D + d]));
+				out[d] = tl_quant_f16_lanes_sum(l + d, (size_t) D, j->order);
 		}
 	}
-}
-
-/*
- * gate = silu(gate) * up.  With libm's expf and no vector clones: the
- * extension and the standalone tests are compiled with different flags,
- * and a clone's contracted multiply-adds would make their tokens differ.
- */
-static void
-tl_llm_swiglu(float *gate, const float *up, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
 static tl_status
@@ -803,11 +807,18 @@ tl_llm_layer_forward(tl_llm_state *st, int il, int32_t n)
 		{st->gate, L->w_gate.data, L->w_gate.type, F},
 		{st->up, L->w_up.data, L->w_up.type, F},
 	};
-	tl_attn_job job = {st, il, st->n_past, 1.0f / sqrtf((float) D), 1, 1};
+	/*
+	 * llama.cpp sums a batch's half-precision products in its tiled order
+	 * and a single token's in its vector order (so a prompt of several
+	 * tokens is never prefilled with a batch of one: tl_llm_prefill).
+	 */
+	tl_attn_job job = {st, il, st->n_past, 1.0f / sqrtf((float) D), 1, 1,
+	n == 1 ? TL_F16_VEC : TL_F16_TILED};
 
 	/* attention */
 	for (int32_t t = 0; t < n; t++)
 		tl_llm_rmsnorm(st->h + (size_t) t * E, st->x + (size_t) t * E, L->attn_norm, E, c->rms_eps);
+	TL_TRACE(st, "attn_norm", il, st->h, n, E);
 	TL_TRY(tl_quant_matmul_multi(qkv, 3, E, st->h, n));
 	tl_llm_add_bias(st->q, L->bq, n, QD);
 	tl_llm_add_bias(st->k, L->bk, n, KD);
@@ -822,6 +833,9 @@ tl_llm_layer_forward(tl_llm_state *st, int il, int32_t n)
 		st->to_half(st->k + (size_t) t * KD, tl_llm_k_at(st, il, st->n_past + t), KD);
 		st->to_half(st->v + (size_t) t * KD, tl_llm_v_at(st, il, st->n_past + t), KD);
 	}
+	TL_TRACE(st, "Qcur", il, st->q, n, QD);
+	TL_TRACE(st, "Kcur", il, st->k, n, KD);
+	TL_TRACE(st, "Vcur", il, st->v, n, KD);
 	tl_quant_round_half(st->q, (int64_t) n * QD);
 	/*
 	 * A whole group of query heads per item shares the cached rows' loads;
@@ -839,19 +853,29 @@ tl_llm_layer_forward(tl_llm_state *st, int il, int32_t n)
 		job.splits = (group + job.heads_per_item - 1) / job.heads_per_item;
 		tl_pool_run(pairs * job.splits, 1, tl_llm_attention_task, &job);
 	}
+	TL_TRACE(st, "kqv_out", il, st->att, n, QD);
 	TL_TRY(tl_quant_matmul(st->proj, L->wo.data, L->wo.type, E, QD, st->att, n));
 	tl_llm_add_bias(st->proj, L->bo, n, E);
+	TL_TRACE(st, "attn_out", il, st->proj, n, E);
 	for (size_t i = 0; i < (size_t) n * E; i++)
 		st->x[i] += st->proj[i];
+	TL_TRACE(st, "ffn_inp", il, st->x, n, E);
 
 	/* feed-forward */
 	for (int32_t t = 0; t < n; t++)
 		tl_llm_rmsnorm(st->h + (size_t) t * E, st->x + (size_t) t * E, L->ffn_norm, E, c->rms_eps);
+	TL_TRACE(st, "ffn_norm", il, st->h, n, E);
 	TL_TRY(tl_quant_matmul_multi(ffn, 2, E, st->h, n));
-	tl_llm_swiglu(st->gate, st->up, (size_t) n * F);
+	TL_TRACE(st, "ffn_gate", il, st->gate, n, F);
+	TL_TRACE(st, "ffn_up", il, st->up, n, F);
+	for (int32_t t = 0; t < n; t++)
+		tl_vmath_swiglu(st->gate + (size_t) t * F, st->up + (size_t) t * F, F);
+	TL_TRACE(st, "ffn_swiglu", il, st->gate, n, F);
 	TL_TRY(tl_quant_matmul(st->proj, L->w_down.data, L->w_down.type, E, F, st->gate, n));
+	TL_TRACE(st, "ffn_out", il, st->proj, n, E);
 	for (size_t i = 0; i < (size_t) n * E; i++)
 		st->x[i] += st->proj[i];
+	TL_TRACE(st, "l_out", il, st->x, n, E);
 	return TL_OK;
 }
 
@@ -890,7 +914,7 @@ tl_llm_eval(tl_llm_state *st, const int32_t *tokens, int32_t n, float *logits)
 
 		tl_free(st->scores);
 		st->scores_rows = 0;
-		st->scores_per_worker = group * ((size_t) st->n_ctx + TL_ATTN_LANES * (size_t) c->head_dim);
+		st->scores_per_worker = group * ((size_t) st->n_ctx + TL_F16_MAX_LANES * (size_t) c->head_dim);
 		if (!(st->scores = tl_alloc((size_t) tl_pool_threads() * st->scores_per_worker, sizeof(float))))
 			return tl_fail(TL_ERR_NOMEM, "LLM eval: no memory for attention scratch");
 		st->scores_rows = tl_pool_threads();
@@ -901,6 +925,7 @@ tl_llm_eval(tl_llm_state *st, const int32_t *tokens, int32_t n, float *logits)
 		et->to_float((const uint8_t *) m->tok_embd.data +
 					 (size_t) tokens[t] * tl_qtype_row_size(m->tok_embd.type, c->n_embd),
 					 st->x + t * E, c->n_embd);
+	TL_TRACE(st, "embd", -1, st->x, n, c->n_embd);
 	tl_llm_rope_angles(st, st->n_past, n);
 
 	for (int il = 0; il < c->n_layer; il++)
@@ -909,7 +934,9 @@ tl_llm_eval(tl_llm_state *st, const int32_t *tokens, int32_t n, float *logits)
 	if (logits)
 	{
 		tl_llm_rmsnorm(st->h, st->x + (size_t) (n - 1) * E, m->output_norm, c->n_embd, c->rms_eps);
+		TL_TRACE(st, "result_norm", -1, st->h, 1, c->n_embd);
 		TL_TRY(tl_quant_matvec(logits, m->output.data, m->output.type, c->n_vocab, c->n_embd, st->h));
+		TL_TRACE(st, "result_output", -1, logits, 1, c->n_vocab);
 	}
 	st->n_past += n;
 	return TL_OK;

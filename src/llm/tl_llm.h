@@ -130,6 +130,18 @@ tl_status	tl_llm_state_use_cuda(tl_llm_state *st, const tl_cuda_api *cu);
 bool		tl_llm_state_on_cuda(const tl_llm_state *st);
 
 /*
+ * A diagnostic hook: when set, the CPU forward pass hands each named
+ * intermediate to fn as (rows, cols) floats, one row per token of the
+ * batch; layer is -1 for the final norm and the logits.  The names are
+ * llama.cpp's graph names ("attn_norm", "Qcur", "kqv_out", "ffn_out",
+ * "l_out"...), so test/bench/llm_trace.py can compare the two runtimes op
+ * by op.  Called on the caller's thread; NULL turns it off.
+ */
+typedef void (*tl_llm_trace_fn) (void *user, const char *name, int layer,
+								 const float *data, int32_t rows, int64_t cols);
+void		tl_llm_state_set_trace(tl_llm_state *st, tl_llm_trace_fn fn, void *user);
+
+/*
  * Keep only the first n positions (0 <= n <= n_past): a prompt that
  * shares a prefix with what the cache holds continues from there.  Every
  * position's keys and values depend only on the tokens up to it, and
@@ -147,10 +159,28 @@ const tl_llm_model *tl_llm_state_model(const tl_llm_state *st);
 /*
  * Run n tokens (1..TL_LLM_BATCH) at the next positions, extending the
  * cache, and write the logits of the last one to logits (n_vocab floats)
- * unless it is NULL.  TL_ERR_ARG for a token out of range or too many
+ * unless it is NULL.  Every token's numbers are the same in any batch of
+ * two or more tokens; a batch of one sums attention in another order,
+ * as llama.cpp does for a generated token.  TL_ERR_ARG for a token out of range or too many
  * positions for the context; the state is unchanged on error.
  */
 tl_status	tl_llm_eval(tl_llm_state *st, const int32_t *tokens, int32_t n, float *logits);
+
+/*
+ * How many of the `left` tokens of a prompt to evaluate next: up to
+ * TL_LLM_BATCH, but never a lone last token of a longer prompt.  A batch
+ * of several tokens sums its attention products in llama.cpp's batched
+ * order and a batch of one in its single-token order (as llama.cpp
+ * does), so chunking this way gives every prompt token the bits of
+ * llama.cpp's one-batch prompt evaluation.
+ */
+static inline int32_t
+tl_llm_prefill_chunk(int32_t left)
+{
+	if (left <= TL_LLM_BATCH)
+		return left;
+	return left == TL_LLM_BATCH + 1 ? TL_LLM_BATCH - 1 : TL_LLM_BATCH;
+}
 
 /* ---------------------------------------------------------------------
  * Sampling

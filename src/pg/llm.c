@@ -562,8 +562,10 @@ llm_fit_prompt(int32 *ids, size_t *n, int32 n_ctx, const llm_options *o)
  * Continue from the longest prefix of the prompt that the state already
  * holds (a shared system message, a nightly job's common instructions):
  * rewind the state to it and return its length.  At least the prompt's
- * last token is evaluated again, for its logits.  The repeat penalty
- * looks at the prompt's tokens, so with a penalty nothing is reused.
+ * last two tokens are evaluated again: its last for the logits, and two
+ * because a batch of one sums in another order (tl_llm_eval), which would
+ * make the text differ from a fresh run's.  The repeat penalty looks at
+ * the prompt's tokens, so with a penalty nothing is reused.
  */
 static int32
 llm_reuse_prefix(llm_entry *e, tl_llm_state *st, const int32 *ids, size_t n, const llm_options *o)
@@ -573,8 +575,8 @@ llm_reuse_prefix(llm_entry *e, tl_llm_state *st, const int32 *ids, size_t n, con
 	if (o->cache && o->params.sampler.repeat_penalty == 1.0f)
 		while (keep < e->n_cached && (size_t) keep < n && e->cached[keep] == ids[keep])
 			keep++;
-	if ((size_t) keep >= n)
-		keep = (int32) n - 1;
+	if ((size_t) keep + 2 > n)
+		keep = n >= 2 ? (int32) n - 2 : 0;
 	if (tl_llm_state_rewind(st, keep) != TL_OK)
 		keep = 0;
 	if (keep == 0)
@@ -582,11 +584,15 @@ llm_reuse_prefix(llm_entry *e, tl_llm_state *st, const int32 *ids, size_t n, con
 	return keep;
 }
 
-/* Remember what the state holds after a generation: prompt, then tokens written. */
+/*
+ * Remember what the state holds after a generation, up to the end of the
+ * prompt: the generated tokens were evaluated one at a time, and so hold
+ * other bits than a prompt containing them would (tl_llm_eval).
+ */
 static void
-llm_remember(llm_entry *e, tl_llm_state *st, const int32 *ids, size_t n, const tl_generation *g)
+llm_remember(llm_entry *e, tl_llm_state *st, const int32 *ids, size_t n)
 {
-	int32		held = tl_llm_state_n_past(st);
+	int32		held = Min(tl_llm_state_n_past(st), (int32) n);
 
 	if (held > e->cap_cached)
 	{
@@ -596,8 +602,7 @@ llm_remember(llm_entry *e, tl_llm_state *st, const int32 *ids, size_t n, const t
 			: MemoryContextAlloc(e->cxt, sizeof(int32) * cap);
 		e->cap_cached = cap;
 	}
-	for (int32 i = 0; i < held; i++)
-		e->cached[i] = (size_t) i < n ? ids[i] : g->tokens[i - n];
+	memcpy(e->cached, ids, sizeof(int32) * held);
 	e->n_cached = held;
 }
 
@@ -639,7 +644,7 @@ llm_run(llm_entry *e, int32 *ids, size_t n, llm_options *o)
 		e->n_cached = 0;
 		tutor_raise(rc, "generating");
 	}
-	llm_remember(e, st, ids, n, &g);
+	llm_remember(e, st, ids, n);
 
 	CHECK_FOR_INTERRUPTS();
 	if (g.finish == TL_FINISH_INTERRUPTED)

@@ -13,6 +13,11 @@
  *   llm_run MODEL.gguf [options] teacher PROMPT_IDS CONTINUATION_IDS
  *	   feed the continuation token by token and print, before each, the
  *	   model's top-1 token (agreement with another runtime's greedy run)
+ *   llm_run MODEL.gguf [options] trace PROMPT_IDS CONTINUATION_IDS FILE
+ *	   the same feeding, writing every traced intermediate to FILE as
+ *	   records (int32 step, int32 layer, char name[32], int32 rows,
+ *	   int64 cols, rows*cols float32), step 0 being the prompt; read by
+ *	   test/bench/llm_trace.py
  *   llm_run MODEL.gguf [options] bench PROMPT_TOKENS GEN_TOKENS
  *	   prefill a prompt of that many tokens, then decode that many tokens
  *	   greedily without stopping at an end token; print tokens/s
@@ -90,13 +95,36 @@ print_text(const char *key, const char *s, size_t len)
 
 
 /* Evaluate ids in batches; logits of the last one. */
+typedef struct trace_file
+{
+	FILE	   *f;
+	int32_t		step;
+} trace_file;
+
+static void
+trace_write(void *user, const char *name, int layer, const float *data, int32_t rows, int64_t cols)
+{
+	trace_file *t = user;
+	char		nm[32] = {0};
+	int32_t		l = layer;
+
+	strncpy(nm, name, sizeof(nm) - 1);
+	if (fwrite(&t->step, 4, 1, t->f) != 1 || fwrite(&l, 4, 1, t->f) != 1 ||
+		fwrite(nm, 1, sizeof(nm), t->f) != sizeof(nm) || fwrite(&rows, 4, 1, t->f) != 1 ||
+		fwrite(&cols, 8, 1, t->f) != 1 ||
+		fwrite(data, sizeof(float), (size_t) rows * (size_t) cols, t->f) != (size_t) rows * (size_t) cols)
+	{
+		fprintf(stderr, "llm_run: cannot write the trace\n");
+		exit(1);
+	}
+}
+
 static void
 prefill(tl_llm_state *st, const int32_t *ids, int32_t n, float *logits)
 {
-	for (int32_t at = 0; at < n; at += TL_LLM_BATCH)
+	for (int32_t at = 0, k; at < n; at += k)
 	{
-		int32_t		k = n - at < TL_LLM_BATCH ? n - at : TL_LLM_BATCH;
-
+		k = tl_llm_prefill_chunk(n - at);
 		check(tl_llm_eval(st, ids + at, k, at + k == n ? logits : NULL), "eval");
 	}
 }
@@ -204,6 +232,34 @@ main(int argc, char **argv)
 		printf("prefill: %d tokens in %.4f s\n", g.n_prompt, g.prefill_seconds);
 		printf("decode: %d tokens in %.4f s\n", g.n_tokens, g.decode_seconds);
 		tl_generation_free(&g);
+	}
+	else if (!strcmp(mode, "trace"))
+	{
+		int32_t		np,
+					nc;
+		int32_t    *pr,
+				   *co;
+		trace_file	t = {0};
+		float	   *logits = malloc(sizeof(float) * (size_t) c->n_vocab);
+
+		if (a + 2 >= argc)
+			return 2;
+		pr = parse_ids(argv[a], &np);
+		co = parse_ids(argv[a + 1], &nc);
+		if (!(t.f = fopen(argv[a + 2], "wb")))
+		{
+			fprintf(stderr, "llm_run: cannot open %s\n", argv[a + 2]);
+			return 1;
+		}
+		tl_llm_state_set_trace(st, trace_write, &t);
+		prefill(st, pr, np, logits);
+		for (int32_t i = 0; i < nc; i++)
+		{
+			t.step = i + 1;
+			check(tl_llm_eval(st, &co[i], 1, logits), "eval");
+		}
+		fclose(t.f);
+		printf("steps: %d\n", nc + 1);
 	}
 	else if (!strcmp(mode, "teacher"))
 	{

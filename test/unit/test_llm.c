@@ -559,14 +559,19 @@ random_tokens(int32_t *tokens, int n, uint64_t seed)
 		tokens[i] = (int32_t) tl_rng_below(&rng, N_VOCAB);
 }
 
-/* Feed n tokens in batches of `batch`; the logits of the last token. */
+/*
+ * Feed n tokens in batches of `batch`; the logits of the last token.
+ * With batch > 1 no batch is a lone token (which sums attention in the
+ * single-token order): a remainder of one joins the batch before it.
+ */
 static void
 feed(tl_llm_state *st, const int32_t *tokens, int n, int batch, float *logits)
 {
-	for (int at = 0; at < n; at += batch)
+	for (int at = 0, b; at < n; at += b)
 	{
-		int			b = batch < n - at ? batch : n - at;
-
+		b = batch < n - at ? batch : n - at;
+		if (batch > 1 && n - at - b == 1)
+			b = b < TL_LLM_BATCH ? b + 1 : b - 1;
 		ASSERT_OK(tl_llm_eval(st, tokens + at, b, at + b == n ? logits : NULL));
 	}
 }
@@ -683,11 +688,18 @@ test_forward_reference(void **state)
 }
 
 /* ======================================================================
- * 2. Batched prefill is one token at a time, bitwise
+ * 2. A prompt's numbers do not depend on how it is split into batches
  * ====================================================================== */
 
+/*
+ * Batches of two or more tokens give every token the same bits however
+ * the prompt is split and on any number of threads.  Tokens fed one at a
+ * time sum attention in the single-token order (llama.cpp's split, see
+ * tl_llm_eval): their own bits, the same on any number of threads, and
+ * within rounding of the batched ones.
+ */
 static void
-test_batch_equals_single(void **state)
+test_batch_splits(void **state)
 {
 	int			threads = tl_pool_threads();
 
@@ -698,10 +710,13 @@ test_batch_equals_single(void **state)
 		int32_t		tokens[TL_LLM_BATCH];
 		float		batched[N_VOCAB],
 					whole[N_VOCAB],
+					pairs[N_VOCAB],
 					single[N_VOCAB],
 					first13[N_VOCAB],
-					single13[N_VOCAB],
-					one_thread[N_VOCAB];
+					split13[N_VOCAB],
+					one_thread[N_VOCAB],
+					one_thread_single[N_VOCAB];
+		double		whole_d[N_VOCAB];
 
 		o.arch = a ? "qwen2" : "llama";
 		o.seed = 200 + a;
@@ -723,19 +738,34 @@ test_batch_equals_single(void **state)
 			ASSERT_OK(tl_llm_state_new(&st, tm.m, o.n_ctx));
 			feed(st, tokens, TL_LLM_BATCH, TL_LLM_BATCH, whole);
 			tl_llm_state_free(st);
+			/* 6 and 7, then pairs */
+			ASSERT_OK(tl_llm_state_new(&st, tm.m, o.n_ctx));
+			ASSERT_OK(tl_llm_eval(st, tokens, 6, NULL));
+			ASSERT_OK(tl_llm_eval(st, tokens + 6, 7, split13));
+			feed(st, tokens + 13, TL_LLM_BATCH - 13, 2, pairs);
+			tl_llm_state_free(st);
 			/* one at a time */
 			ASSERT_OK(tl_llm_state_new(&st, tm.m, o.n_ctx));
-			feed(st, tokens, 13, 1, single13);
-			feed(st, tokens + 13, TL_LLM_BATCH - 13, 1, single);
+			feed(st, tokens, TL_LLM_BATCH, 1, single);
 			tl_llm_state_free(st);
 
-			assert_memory_equal(first13, single13, sizeof(single));
-			assert_memory_equal(batched, single, sizeof(single));
-			assert_memory_equal(whole, single, sizeof(single));
+			assert_memory_equal(first13, split13, sizeof(single));
+			assert_memory_equal(batched, whole, sizeof(single));
+			assert_memory_equal(pairs, whole, sizeof(single));
+			for (int i = 0; i < N_VOCAB; i++)
+				whole_d[i] = whole[i];
+			if (rel_error(single, whole_d) > RTOL_F32)
+				fail_msg("one token at a time is further from the batch than rounding");
 			if (nt == 1)
-				memcpy(one_thread, single, sizeof(single));
+			{
+				memcpy(one_thread, whole, sizeof(whole));
+				memcpy(one_thread_single, single, sizeof(single));
+			}
 			else
-				assert_memory_equal(one_thread, single, sizeof(single));
+			{
+				assert_memory_equal(one_thread, whole, sizeof(whole));
+				assert_memory_equal(one_thread_single, single, sizeof(single));
+			}
 		}
 		free_model(&tm);
 	}
@@ -818,10 +848,10 @@ test_kv_pages(void **state)
 	print_message("  %d positions, max relative error %.2e\n", LONG, worst);
 	assert_int_equal(tl_llm_state_n_past(st), LONG);
 
-	/* reset, then one token at a time: the same logits */
+	/* reset, then batches of another size: the same logits */
 	tl_llm_state_reset(st);
 	assert_int_equal(tl_llm_state_n_past(st), 0);
-	feed(st, tokens, LONG, 1, again);
+	feed(st, tokens, LONG, 7, again);
 	assert_memory_equal(got, again, sizeof(got));
 	/*
 	 * rewind into the cache (across a page boundary) and continue with
@@ -1365,7 +1395,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_forward_reference),
-		cmocka_unit_test(test_batch_equals_single),
+		cmocka_unit_test(test_batch_splits),
 		cmocka_unit_test(test_quantized_weights),
 		cmocka_unit_test(test_kv_pages),
 		cmocka_unit_test(test_errors),

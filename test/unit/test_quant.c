@@ -1000,78 +1000,126 @@ test_avx2_from_float(void **state)
 }
 
 /*
- * The attention kernels over a half-precision cache: the dispatched
- * (AVX2) scores and value mixes against plain double-precision sums, for
- * the common head sizes, an odd one, several heads sharing rows, and a
- * lane offset that does not start at 0.
+ * The lane sums' trees, on values where the order shows: 2^24 + 1 rounds
+ * back to 2^24, so only the stated pairing keeps the ones.
+ */
+static void
+test_f16_lanes_sum(void **state)
+{
+	float		l[32] = {0};
+
+	/* TILED: ((0+4)+(2+6)) + ((1+5)+(3+7)) */
+	l[0] = 0x1p24f;
+	l[4] = 1.0f;
+	l[2] = -0x1p24f;
+	l[6] = 1.0f;
+	assert_true(tl_quant_f16_lanes_sum(l, 1, TL_F16_TILED) == 1.0f);
+	/* VEC: a_i = (l_i + l_i+16) + (l_i+8 + l_i+24), then ((a0+a4)+(a1+a5)) + ... */
+	memset(l, 0, sizeof(l));
+	l[0] = 0x1p24f;
+	l[16] = 1.0f;				/* lost: l_0 + l_16 rounds to 2^24 */
+	l[8] = -0x1p24f;
+	l[24] = 1.0f;				/* kept: l_8 + l_24 = 1 - 2^24 exactly */
+	assert_true(tl_quant_f16_lanes_sum(l, 1, TL_F16_VEC) == 1.0f);	/* (l0+l8)+(l16+l24) = 2 */
+	memset(l, 0, sizeof(l));
+	l[1] = 0x1p24f;
+	l[5] = -0x1p24f;
+	l[2] = 1.0f;
+	l[6] = 1.0f;
+	assert_true(tl_quant_f16_lanes_sum(l, 1, TL_F16_VEC) == 2.0f);
+	/* a stride walks a column of lanes */
+	for (int i = 0; i < 32; i++)
+		l[i] = (float) i;
+	assert_true(tl_quant_f16_lanes_sum(l, 2, TL_F16_TILED) == 56.0f);
+}
+
+/*
+ * The attention kernels over a half-precision cache, in both summation
+ * orders: the dispatched (AVX2) scores and value mixes against plain
+ * double-precision sums, and against the scalar kernels bit for bit, for
+ * the common head sizes, odd ones (80 leaves a VEC remainder), several
+ * heads sharing rows, and a lane offset that does not start at 0.
  */
 static void
 test_f16_attention_kernels(void **state)
 {
-	static const int dims[] = {64, 128, 24, 13};
-	tl_f16_scores_fn scores = tl_quant_f16_scores();
-	tl_f16_mix_fn mix = tl_quant_f16_mix();
+	static const int dims[] = {64, 128, 80, 24, 13};
+	static const tl_f16_order orders[] = {TL_F16_TILED, TL_F16_VEC};
 	tl_rng		rng;
 
 	tl_rng_seed(&rng, 31);
-	for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++)
-	{
-		int			D = dims[di],
-					H = 3,
-					P = 37,
-					first = 5;
-		size_t		stride = (size_t) D * 2 + 3;	/* rows inside a wider cache row */
-		uint16_t   *kv = calloc((size_t) P * stride, sizeof(uint16_t));
-		float	   *q = normal_row(&rng, (int64_t) H * D, 1.0f);
-		float	   *prob = normal_row(&rng, (int64_t) H * P, 1.0f);
-		float	   *out = calloc((size_t) H * P, sizeof(float));
-		float	   *lanes = calloc((size_t) H * 8 * D, sizeof(float));
+	for (size_t oi = 0; oi < 2; oi++)
+		for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++)
+		{
+			tl_f16_order order = orders[oi];
+			int			D = dims[di],
+						H = 3,
+						P = 37,
+						first = 5,
+						L = tl_f16_lanes(order);
+			size_t		stride = (size_t) D * 2 + 3;	/* rows inside a wider cache row */
+			uint16_t   *kv = calloc((size_t) P * stride, sizeof(uint16_t));
+			float	   *q = normal_row(&rng, (int64_t) H * D, 1.0f);
+			float	   *prob = normal_row(&rng, (int64_t) H * P, 1.0f);
+			float	   *out = calloc((size_t) H * P, sizeof(float));
+			float	   *out_ref = calloc((size_t) H * P, sizeof(float));
+			float	   *lanes = calloc((size_t) H * L * D, sizeof(float));
+			float	   *lanes_ref = calloc((size_t) H * L * D, sizeof(float));
 
-		for (size_t i = 0; i < (size_t) P * stride; i++)
-			kv[i] = tl_f32_to_fp16(tl_rng_normal(&rng));
-		scores(D, H, q, kv, stride, P, out, (size_t) P);
-		mix(D, H, prob, (size_t) P, kv, stride, P, first, lanes);
-		for (int h = 0; h < H; h++)
-			for (int p = 0; p < P; p++)
-			{
-				double		ref = 0,
-							mag = 0;
-
-				for (int d = 0; d < D; d++)
-				{
-					double		t = (double) tl_fp16_to_f32(kv[(size_t) p * stride + d]) * q[h * D + d];
-
-					ref += t;
-					mag += fabs(t);
-				}
-				if (fabs(out[h * P + p] - ref) > 1e-6 * mag + 1e-7)
-					fail_msg("D %d head %d position %d: score %.9g, expected %.9g", D, h, p, out[h * P + p], ref);
-			}
-		for (int h = 0; h < H; h++)
-			for (int lane = 0; lane < 8; lane++)
-				for (int d = 0; d < D; d++)
+			for (size_t i = 0; i < (size_t) P * stride; i++)
+				kv[i] = tl_f32_to_fp16(tl_rng_normal(&rng));
+			tl_quant_f16_scores() (D, H, q, kv, stride, P, out, (size_t) P, order);
+			tl_quant_f16_mix() (D, H, prob, (size_t) P, kv, stride, P, first, lanes, order);
+			tl_quant_force_scalar(true);
+			tl_quant_f16_scores() (D, H, q, kv, stride, P, out_ref, (size_t) P, order);
+			tl_quant_f16_mix() (D, H, prob, (size_t) P, kv, stride, P, first, lanes_ref, order);
+			tl_quant_force_scalar(false);
+			assert_memory_equal(out, out_ref, sizeof(float) * (size_t) H * P);
+			assert_memory_equal(lanes, lanes_ref, sizeof(float) * (size_t) H * L * D);
+			for (int h = 0; h < H; h++)
+				for (int p = 0; p < P; p++)
 				{
 					double		ref = 0,
 								mag = 0;
 
-					for (int p = 0; p < P; p++)
-						if ((first + p) % 8 == lane)
-						{
-							double		t = (double) prob[h * P + p] * tl_fp16_to_f32(kv[(size_t) p * stride + d]);
+					for (int d = 0; d < D; d++)
+					{
+						double		t = (double) tl_fp16_to_f32(kv[(size_t) p * stride + d]) * q[h * D + d];
 
-							ref += t;
-							mag += fabs(t);
-						}
-					if (fabs(lanes[((size_t) h * 8 + lane) * D + d] - ref) > 1e-6 * mag + 1e-7)
-						fail_msg("D %d head %d lane %d dim %d: %.9g, expected %.9g", D, h, lane, d,
-								 lanes[((size_t) h * 8 + lane) * D + d], ref);
+						ref += t;
+						mag += fabs(t);
+					}
+					if (fabs(out[h * P + p] - ref) > 1e-6 * mag + 1e-7)
+						fail_msg("order %d D %d head %d position %d: score %.9g, expected %.9g",
+								 (int) order, D, h, p, out[h * P + p], ref);
 				}
-		free(kv);
-		free(q);
-		free(prob);
-		free(out);
-		free(lanes);
-	}
+			for (int h = 0; h < H; h++)
+				for (int lane = 0; lane < L; lane++)
+					for (int d = 0; d < D; d++)
+					{
+						double		ref = 0,
+									mag = 0;
+
+						for (int p = 0; p < P; p++)
+							if ((first + p) % L == lane)
+							{
+								double		t = (double) prob[h * P + p] * tl_fp16_to_f32(kv[(size_t) p * stride + d]);
+
+								ref += t;
+								mag += fabs(t);
+							}
+						if (fabs(lanes[((size_t) h * L + lane) * D + d] - ref) > 1e-6 * mag + 1e-7)
+							fail_msg("order %d D %d head %d lane %d dim %d: %.9g, expected %.9g",
+									 (int) order, D, h, lane, d, lanes[((size_t) h * L + lane) * D + d], ref);
+					}
+			free(kv);
+			free(q);
+			free(prob);
+			free(out);
+			free(out_ref);
+			free(lanes);
+			free(lanes_ref);
+		}
 }
 
 /*
@@ -1229,6 +1277,7 @@ main(void)
 		cmocka_unit_test(test_matmul_pool),
 		cmocka_unit_test(test_matmul_bad_args),
 		cmocka_unit_test(test_avx2_from_float),
+		cmocka_unit_test(test_f16_lanes_sum),
 		cmocka_unit_test(test_f16_attention_kernels),
 		cmocka_unit_test(test_q8_1_activations),
 		cmocka_unit_test(test_storage_only),
