@@ -90,7 +90,8 @@ fuzz-gguf: $(FUZZ_DIR)/fuzz_gguf $(FUZZ_DIR)/gguf_seed
 # seeds are the GGUF samples and the SentencePiece fixture vocabulary
 # (first byte 0: a file) and a few texts (first byte 1: text to encode).
 FUZZ_TOK_SRCS = test/fuzz/fuzz_tokenizer.c src/llm/tl_tokenizer.c src/llm/tl_llm.c src/llm/tl_llm_cuda.c src/llm/tl_generate.c \
-	src/llm/tl_gguf.c src/core/tl_rng.c src/core/tl_quant.c src/core/tl_quant_avx2.c src/core/tl_pool.c src/core/tl_status.c src/core/tl_alloc.c
+	src/llm/tl_gguf.c src/core/tl_rng.c src/core/tl_quant.c src/core/tl_quant_avx2.c src/core/tl_vmath.c src/core/tl_pool.c \
+	src/core/tl_status.c src/core/tl_alloc.c
 
 $(FUZZ_DIR)/fuzz_tokenizer: $(FUZZ_TOK_SRCS) $(wildcard src/core/*.h src/llm/*.h) test/core.mk
 	@mkdir -p $(dir $@)

@@ -30,16 +30,6 @@
 /* an fp16 scale to float (F16C: exact, as tl_fp16_to_f32) */
 #define H2F(h) _cvtsh_ss(h)
 
-static inline TL_AVX2 float
-tl_hsum_ps(__m256 v)
-{
-	__m128		s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-
-	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-	s = _mm_add_ss(s, _mm_movehdup_ps(s));
-	return _mm_cvtss_f32(s);
-}
-
 /* 16 bytes of nibble pairs to 32 bytes: low nibbles, then high ones. */
 static inline TL_AVX2 __m256i
 tl_nibbles32(const uint8_t *qs)

@@ -21,6 +21,21 @@
 #define TL_QUANT_X86 0
 #endif
 
+#if TL_QUANT_X86
+#include <immintrin.h>
+
+/* The sum of eight floats as ((0+4)+(2+6)) + ((1+5)+(3+7)). */
+static inline TL_AVX2 float
+tl_hsum_ps(__m256 v)
+{
+	__m128		s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+#endif
+
 /* fp16 bits to float, exact; inline for the per-block scales. */
 static inline float
 tl_half_to_float(uint16_t h)

@@ -108,8 +108,6 @@ tl_swiglu_scalar(float *gate, const float *up, int64_t n)
 
 #if TL_QUANT_X86
 
-#include <immintrin.h>
-
 /* tl_vexpf on eight lanes, operation for operation. */
 static inline TL_AVX2 __m256
 tl_vexpf8(__m256 x)
@@ -148,16 +146,6 @@ tl_vexpf8(__m256 x)
 	}
 }
 
-static inline TL_AVX2 float
-tl_hsum8(__m256 v)
-{
-	__m128		s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-
-	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-	s = _mm_add_ss(s, _mm_movehdup_ps(s));
-	return _mm_cvtss_f32(s);
-}
-
 static TL_AVX2 double
 tl_exp_sum_avx2(float *y, const float *x, int64_t n, float sub)
 {
@@ -170,7 +158,7 @@ tl_exp_sum_avx2(float *y, const float *x, int64_t n, float sub)
 		__m256		v = tl_vexpf8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vsub));
 
 		_mm256_storeu_ps(y + i, v);
-		sum += (double) tl_hsum8(v);
+		sum += (double) tl_hsum_ps(v);
 	}
 	if (i < n)
 	{
@@ -182,7 +170,7 @@ tl_exp_sum_avx2(float *y, const float *x, int64_t n, float sub)
 		v = tl_vexpf8(_mm256_sub_ps(_mm256_loadu_ps(t), vsub));
 		_mm256_storeu_ps(t, v);
 		memcpy(y + i, t, sizeof(float) * (size_t) (n - i));
-		sum += (double) tl_hsum8(v);
+		sum += (double) tl_hsum_ps(v);
 	}
 	return sum;
 }

@@ -17,6 +17,8 @@
  *			  scaled by the linear factor and the rope_freqs table)
  *	 k, v appended to the cache (half precision, as llama.cpp keeps them)
  *	 a_h = softmax(q_h . K_g / sqrt(D)) V_g,  g = h / (H/G)
+ *			  (q and the probabilities rounded to half precision, exp and
+ *			  the sums as llama.cpp's CPU backend forms them: tl_vmath.h)
  *	 x  = x + Wo a (+ bo)
  *	 h  = rmsnorm(x) * ffn_norm
  *	 x  = x + Wdown (silu(Wgate h) * Wup h)
@@ -144,9 +146,10 @@ void		tl_llm_state_set_trace(tl_llm_state *st, tl_llm_trace_fn fn, void *user);
 /*
  * Keep only the first n positions (0 <= n <= n_past): a prompt that
  * shares a prefix with what the cache holds continues from there.  Every
- * position's keys and values depend only on the tokens up to it, and
- * batched and token-by-token evaluation agree bit for bit, so the result
- * equals evaluating the whole prompt again.
+ * position's keys and values depend only on the tokens up to it and on
+ * whether it was evaluated alone or in a batch of two or more (see
+ * tl_llm_eval), so when both runs batch alike the result equals
+ * evaluating the whole prompt again.
  */
 tl_status	tl_llm_state_rewind(tl_llm_state *st, int32_t n);
 

@@ -51,3 +51,15 @@ def reexec_in(vpy, script, marker):
         return
     env = dict(os.environ, **{marker: "1"})
     sys.exit(subprocess.call([vpy, os.path.abspath(script)] + sys.argv[1:], env=env))
+
+
+def run_beside_llm_run(script, main):
+    """The entry point of the scripts that compare build/core/llm_run with
+    llama.cpp (llm_oracle.py, llm_trace.py): fetch the model, build
+    llm_run, run the script again under the oracle's environment, then
+    exit with main()'s status."""
+    ensure_model()
+    if os.environ.get("LLM_ORACLE_INNER") != "1":
+        subprocess.check_call(["make", "-s", "-C", ROOT, "build/core/llm_run"])
+        reexec_in(ensure_venv("llm_oracle", native=True), script, "LLM_ORACLE_INNER")
+    sys.exit(main())

@@ -22,8 +22,8 @@ minutes the first time) and then checks and prints:
      tutor_llm / llama.cpp.
 
 --write-fixture rewrites test/fixtures/llm_greedy_smollm2.txt, the greedy
-continuation the test command compares tutor_llm against (from llama.cpp's
-run, not from tutor_llm's).
+continuations of three of the prompts that the test command compares
+tutor_llm against (from llama.cpp's run, not from tutor_llm's).
 
 Exit status 0 when 1-3 hold; the speed figures are reported, not judged.
 """
@@ -34,16 +34,15 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from llama_cpp_env import MODEL, ROOT, ensure_model, ensure_venv, reexec_in  # noqa: E402
+from llama_cpp_env import MODEL, ROOT, run_beside_llm_run  # noqa: E402
 from tokenizer_oracle import CORPUS  # noqa: E402
 
 LLM_RUN = os.path.join(ROOT, "build", "core", "llm_run")
 FIXTURE = os.path.join(ROOT, "test", "fixtures", "llm_greedy_smollm2.txt")
-FIXTURE_PROMPT = "The three most important things to learn in algebra are"
 FIXTURE_TOKENS = 32
 
 PROMPTS = [
-    FIXTURE_PROMPT,
+    "The three most important things to learn in algebra are",
     "Once upon a time, in a small village by the sea,",
     "def fibonacci(n):\n",
     "<|im_start|>system\nYou are a helpful tutor.<|im_end|>\n<|im_start|>user\n"
@@ -52,7 +51,17 @@ PROMPTS = [
     "Question: What is 12 times 12?\nAnswer:",
     "Les mathématiques sont",
     "To solve the equation 3x + 5 = 20, first",
+    # longer than one evaluation batch (64 tokens)
+    "Read the passage and answer the question.\n\nThe water cycle describes how water moves "
+    "between the oceans, the air and the land. Heat from the sun evaporates water from seas and "
+    "lakes; the vapour rises, cools and condenses into clouds. When the droplets in a cloud grow "
+    "heavy enough they fall as rain or snow. Some of that water soaks into the ground and feeds "
+    "springs and wells, and some runs off into rivers that carry it back to the sea.\n\n"
+    "Question: Why do clouds form when water vapour rises?\nAnswer:",
 ]
+# the prompts whose continuations the test command checks: plain text, a
+# chat turn, and a prompt of more than one batch
+FIXTURE_PROMPTS = (0, 3, 8)
 GEN_TOKENS = 64
 BENCH_PROMPT, BENCH_GEN = 128, 128
 ROUNDS = 5
@@ -68,6 +77,10 @@ def run_ours(*args):
             k, v = line.split(": ", 1)
             fields[k] = v
     return fields
+
+
+def escape(text):
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def ids_of(s):
@@ -137,8 +150,8 @@ def main():
     identical = self_identical = 0
     agree = steps = 0
     miss_gaps, all_gaps = [], []
-    fixture_ids = None
-    for prompt in PROMPTS:
+    fixture = []
+    for i, prompt in enumerate(PROMPTS):
         prompt_ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
         theirs, gaps = llama_greedy(llm, prompt_ids, GEN_TOKENS)
         self_identical += llama_greedy(llm, prompt_ids, GEN_TOKENS, one_at_a_time=True)[0] == theirs
@@ -159,8 +172,8 @@ def main():
         if a != len(theirs):
             failures += 1
             print("  top-1 differs for %r at %d of %d steps" % (prompt[:40], len(theirs) - a, len(theirs)))
-        if prompt == FIXTURE_PROMPT:
-            fixture_ids = (prompt_ids, theirs[:FIXTURE_TOKENS])
+        if i in FIXTURE_PROMPTS:
+            fixture.append((prompt, prompt_ids, theirs[:FIXTURE_TOKENS]))
     print("2. greedy decoding, %d tokens: %d of %d prompts identical" % (GEN_TOKENS, identical, len(PROMPTS)))
     print("3. top-1 agreement under llama.cpp's sequence: %d of %d steps" % (agree, steps))
     if miss_gaps:
@@ -171,18 +184,19 @@ def main():
     print("   llama.cpp against itself, prompt fed one token at a time: %d of %d prompts identical"
           % (self_identical, len(PROMPTS)))
 
-    if args.write_fixture and fixture_ids:
-        prompt_ids, cont = fixture_ids
-        text = llm.detokenize(cont).decode("utf-8", errors="replace")
+    if args.write_fixture and fixture:
         with open(FIXTURE, "w", encoding="utf-8", newline="\n") as f:
             f.write("# llm_greedy_smollm2.txt -- written by test/bench/llm_oracle.py from llama.cpp\n")
-            f.write("# (llama-cpp-python %s): greedy continuation of the prompt below by\n"
+            f.write("# (llama-cpp-python %s): greedy continuations of the prompts below by\n"
                     % getattr(llama_cpp, "__version__", "?"))
-            f.write("# SmolLM2-135M-Instruct.Q4_1.gguf, end tokens not stopping it.\n")
-            f.write("prompt\t%s\n" % FIXTURE_PROMPT)
-            f.write("prompt_ids\t%s\n" % " ".join(str(i) for i in prompt_ids))
-            f.write("ids\t%s\n" % " ".join(str(i) for i in cont))
-            f.write("text\t%s\n" % text.replace("\\", "\\\\").replace("\n", "\\n"))
+            f.write("# SmolLM2-135M-Instruct.Q4_1.gguf, end tokens not stopping it.  Each\n")
+            f.write("# case starts with its prompt line; text is escaped (\\n, \\\\).\n")
+            for prompt, prompt_ids, cont in fixture:
+                text = llm.detokenize(cont).decode("utf-8", errors="replace")
+                f.write("prompt\t%s\n" % escape(prompt))
+                f.write("prompt_ids\t%s\n" % " ".join(str(i) for i in prompt_ids))
+                f.write("ids\t%s\n" % " ".join(str(i) for i in cont))
+                f.write("text\t%s\n" % escape(text))
         print("wrote %s" % os.path.relpath(FIXTURE, ROOT))
 
     # 4. speed: the two runtimes take turns, so a slow spell of the machine
@@ -219,8 +233,4 @@ def main():
 
 
 if __name__ == "__main__":
-    ensure_model()
-    if os.environ.get("LLM_ORACLE_INNER") != "1":
-        subprocess.check_call(["make", "-s", "-C", ROOT, "build/core/llm_run"])
-        reexec_in(ensure_venv("llm_oracle", native=True), __file__, "LLM_ORACLE_INNER")
-    sys.exit(main())
+    run_beside_llm_run(__file__, main)

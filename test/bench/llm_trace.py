@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from llama_cpp_env import MODEL, ROOT, ensure_model, ensure_venv, reexec_in  # noqa: E402
+from llama_cpp_env import MODEL, ROOT, run_beside_llm_run  # noqa: E402
 
 LLM_RUN = os.path.join(ROOT, "build", "core", "llm_run")
 # the ops both runtimes name, in the order a layer computes them
@@ -156,8 +156,4 @@ def main():
 
 
 if __name__ == "__main__":
-    ensure_model()
-    if os.environ.get("LLM_ORACLE_INNER") != "1":
-        subprocess.check_call(["make", "-s", "-C", ROOT, "build/core/llm_run"])
-        reexec_in(ensure_venv("llm_oracle", native=True), __file__, "LLM_ORACLE_INNER")
-    sys.exit(main())
+    run_beside_llm_run(__file__, main)

@@ -1,8 +1,9 @@
 /*
  * test_llm_model.c -- the real default model (SmolLM2-135M-Instruct, Q4_1)
  * against what llama.cpp wrote for it: test/fixtures/llm_greedy_smollm2.txt
- * holds a prompt, its token ids and llama.cpp's 32-token greedy
- * continuation (test/bench/llm_oracle.py --write-fixture).  The model
+ * holds prompts (plain text, a chat turn, one longer than a batch), their
+ * token ids and llama.cpp's 32-token greedy continuations
+ * (test/bench/llm_oracle.py --write-fixture).  The model
  * comes from scripts/fetch_model.sh; without it the tests skip with a
  * message.  TL_TEST_GGUF names another copy of the same file.
  */
@@ -14,6 +15,7 @@
 #define REAL_MODEL "build/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define FIXTURE "test/fixtures/llm_greedy_smollm2.txt"
 #define MAX_IDS 256
+#define MAX_CASES 8
 
 typedef struct greedy_fixture
 {
@@ -60,13 +62,15 @@ unescape(const char *s, char *out, size_t cap)
 	out[o] = '\0';
 }
 
-static void
-fixture_load(greedy_fixture *fx)
+/* The fixture's cases (each starts at a "prompt" line); returns how many. */
+static int
+fixture_load(greedy_fixture *cases)
 {
 	FILE	   *f = fopen(FIXTURE, "r");
 	char		line[4096];
+	int			n = 0;
+	greedy_fixture *fx = NULL;
 
-	memset(fx, 0, sizeof(*fx));
 	if (!f)
 		fail_msg("cannot open %s", FIXTURE);
 	while (fgets(line, sizeof(line), f))
@@ -77,7 +81,15 @@ fixture_load(greedy_fixture *fx)
 			continue;
 		*tab++ = '\0';
 		if (strcmp(line, "prompt") == 0)
+		{
+			if (n == MAX_CASES)
+				fail_msg("%s: more than %d cases", FIXTURE, MAX_CASES);
+			fx = &cases[n++];
+			memset(fx, 0, sizeof(*fx));
 			unescape(tab, fx->prompt, sizeof(fx->prompt));
+		}
+		else if (!fx)
+			fail_msg("%s: %s before the first prompt", FIXTURE, line);
 		else if (strcmp(line, "prompt_ids") == 0)
 			fx->n_prompt = parse_ids(tab, fx->prompt_ids);
 		else if (strcmp(line, "ids") == 0)
@@ -86,7 +98,10 @@ fixture_load(greedy_fixture *fx)
 			unescape(tab, fx->text, sizeof(fx->text));
 	}
 	fclose(f);
-	assert_true(fx->prompt[0] && fx->n_prompt > 0 && fx->n_ids > 0);
+	assert_true(n > 0);
+	for (int i = 0; i < n; i++)
+		assert_true(cases[i].prompt[0] && cases[i].n_prompt > 0 && cases[i].n_ids > 0);
+	return n;
 }
 
 static tl_llm_model *
@@ -108,47 +123,54 @@ load_real(void)
 }
 
 /*
- * llama.cpp's greedy continuation, token for token, on one and on two
- * threads: the tokenizer gives the fixture's prompt ids, and the first
- * 32 tokens chosen are llama.cpp's.
+ * llama.cpp's greedy continuations, token for token, on one and on two
+ * threads: the tokenizer gives each case's prompt ids, and the first 32
+ * tokens chosen are llama.cpp's.
  */
 static void
 test_greedy_matches_llama_cpp(void **state)
 {
-	greedy_fixture fx;
+	static greedy_fixture cases[MAX_CASES];
 	tl_llm_model *m = load_real();
-	int32_t    *ids;
-	size_t		n;
+	int			n_cases;
 
 	if (!m)
 		skip();
-	fixture_load(&fx);
-	assert_int_equal(tl_tokenizer_encode(tl_llm_tokenizer(m), fx.prompt, strlen(fx.prompt),
-										 TL_TOK_PARSE_SPECIAL | TL_TOK_ADD_BOS, &ids, &n), TL_OK);
-	assert_int_equal((int) n, fx.n_prompt);
-	assert_memory_equal(ids, fx.prompt_ids, n * sizeof(int32_t));
-	tl_free(ids);
-
-	for (int threads = 1; threads <= 2; threads++)
+	n_cases = fixture_load(cases);
+	for (int ci = 0; ci < n_cases; ci++)
 	{
-		tl_llm_state *st;
-		tl_generation g;
-		tl_generate_params p = {0};
+		greedy_fixture *fx = &cases[ci];
+		int32_t    *ids;
+		size_t		n;
 
-		tl_pool_set_threads(threads);
-		p.sampler = tl_sampler_defaults();
-		p.max_tokens = fx.n_ids;
-		p.ignore_end = true;
-		assert_int_equal(tl_llm_state_new(&st, m, 256), TL_OK);
-		assert_int_equal(tl_llm_generate(st, fx.prompt_ids, fx.n_prompt, &p, &g), TL_OK);
-		for (int i = 0; i < fx.n_ids; i++)
-			if (i >= g.n_tokens || g.tokens[i] != fx.ids[i])
-				fail_msg("%d thread(s): token %d is %d, llama.cpp chose %d", threads, i,
-						 i < g.n_tokens ? g.tokens[i] : -1, fx.ids[i]);
-		assert_string_equal(g.text, fx.text);
-		print_message("  %d thread(s): %d tokens as llama.cpp: \"%.60s...\"\n", threads, g.n_tokens, g.text);
-		tl_generation_free(&g);
-		tl_llm_state_free(st);
+		assert_int_equal(tl_tokenizer_encode(tl_llm_tokenizer(m), fx->prompt, strlen(fx->prompt),
+											 TL_TOK_PARSE_SPECIAL | TL_TOK_ADD_BOS, &ids, &n), TL_OK);
+		assert_int_equal((int) n, fx->n_prompt);
+		assert_memory_equal(ids, fx->prompt_ids, n * sizeof(int32_t));
+		tl_free(ids);
+
+		for (int threads = 1; threads <= 2; threads++)
+		{
+			tl_llm_state *st;
+			tl_generation g;
+			tl_generate_params p = {0};
+
+			tl_pool_set_threads(threads);
+			p.sampler = tl_sampler_defaults();
+			p.max_tokens = fx->n_ids;
+			p.ignore_end = true;
+			assert_int_equal(tl_llm_state_new(&st, m, 256), TL_OK);
+			assert_int_equal(tl_llm_generate(st, fx->prompt_ids, fx->n_prompt, &p, &g), TL_OK);
+			for (int i = 0; i < fx->n_ids; i++)
+				if (i >= g.n_tokens || g.tokens[i] != fx->ids[i])
+					fail_msg("case %d (%d prompt tokens), %d thread(s): token %d is %d, llama.cpp chose %d",
+							 ci, fx->n_prompt, threads, i, i < g.n_tokens ? g.tokens[i] : -1, fx->ids[i]);
+			assert_string_equal(g.text, fx->text);
+			print_message("  case %d, %3d prompt tokens, %d thread(s): %d tokens as llama.cpp: \"%.40s...\"\n",
+						  ci, fx->n_prompt, threads, g.n_tokens, g.text);
+			tl_generation_free(&g);
+			tl_llm_state_free(st);
+		}
 	}
 	tl_pool_set_threads(1);
 	tl_llm_free(m);
