@@ -772,6 +772,29 @@ test_batch_splits(void **state)
 	tl_pool_set_threads(threads);
 }
 
+/*
+ * How tl_generate splits a prompt: whole, batches of at most
+ * TL_LLM_BATCH, and no lone token unless the prompt is one token.
+ */
+static void
+test_prefill_chunks(void **state)
+{
+	for (int32_t len = 1; len <= 5 * TL_LLM_BATCH + 3; len++)
+	{
+		int32_t		done = 0;
+
+		while (done < len)
+		{
+			int32_t		k = tl_llm_prefill_chunk(len - done);
+
+			if (k < 1 || k > TL_LLM_BATCH || (k == 1 && len > 1))
+				fail_msg("a prompt of %d tokens: a batch of %d after %d", len, k, done);
+			done += k;
+		}
+		assert_int_equal(done, len);
+	}
+}
+
 /* ======================================================================
  * 3. Quantized weights
  * ====================================================================== */
@@ -1396,6 +1419,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_forward_reference),
 		cmocka_unit_test(test_batch_splits),
+		cmocka_unit_test(test_prefill_chunks),
 		cmocka_unit_test(test_quantized_weights),
 		cmocka_unit_test(test_kv_pages),
 		cmocka_unit_test(test_errors),
