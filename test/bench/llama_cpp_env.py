@@ -63,3 +63,32 @@ def run_beside_llm_run(script, main):
         subprocess.check_call(["make", "-s", "-C", ROOT, "build/core/llm_run"])
         reexec_in(ensure_venv("llm_oracle", native=True), script, "LLM_ORACLE_INNER")
     sys.exit(main())
+
+
+def requantized(ftype):
+    """The default model requantized by llama.cpp to ftype (a name of
+    llama.cpp's: Q4_0, Q5_0, Q5_1, Q8_0, Q4_K_M, Q5_K_M, Q6_K, F16...), made
+    once under build/models/requant/; the default model itself for None.
+    Requantizing a Q4_1 file loses accuracy, not the point here: it puts
+    each tensor type's kernels in front of the same comparisons.  Rows
+    whose length is not a multiple of 256 (SmolLM2's 576) get llama.cpp's
+    fallback type for the K-quants.  Needs the oracle's environment."""
+    if not ftype:
+        return MODEL
+    import ctypes
+    import llama_cpp
+    out = os.path.join(ROOT, "build", "models", "requant",
+                       "SmolLM2-135M-Instruct.%s.gguf" % ftype.upper())
+    if not os.path.exists(out):
+        code = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + ftype.upper(), None)
+        if code is None:
+            raise SystemExit("llama.cpp has no file type %s" % ftype)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = code
+        params.allow_requantize = True
+        if llama_cpp.llama_model_quantize(MODEL.encode(), (out + ".part").encode(),
+                                          ctypes.byref(params)) != 0:
+            raise SystemExit("llama.cpp could not requantize to %s" % ftype)
+        os.rename(out + ".part", out)
+    return out

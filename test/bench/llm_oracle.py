@@ -4,7 +4,7 @@ GGUF file, the same machine and the same number of threads.
 
 Run from the repository root (a script, not part of the test command):
 
-    python3 test/bench/llm_oracle.py [--threads N] [--write-fixture]
+    python3 test/bench/llm_oracle.py [--threads N] [--write-fixture] [--quantize TYPE]
 
 It builds build/core/llm_run (the runtime from the command line), installs
 llama-cpp-python from pip into a throwaway virtual environment under
@@ -25,6 +25,10 @@ minutes the first time) and then checks and prints:
 continuations of three of the prompts that the test command compares
 tutor_llm against (from llama.cpp's run, not from tutor_llm's).
 
+--quantize TYPE runs it all on the default model requantized by llama.cpp
+(build/models/requant/), so that each tensor type's kernels meet the same
+checks: Q4_0, Q5_0, Q5_1, Q8_0, F16, and the K-quants where rows allow.
+
 Exit status 0 when 1-3 hold; the speed figures are reported, not judged.
 """
 import argparse
@@ -34,7 +38,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from llama_cpp_env import MODEL, ROOT, run_beside_llm_run  # noqa: E402
+from llama_cpp_env import ROOT, requantized, run_beside_llm_run  # noqa: E402
 from tokenizer_oracle import CORPUS  # noqa: E402
 
 LLM_RUN = os.path.join(ROOT, "build", "core", "llm_run")
@@ -67,8 +71,11 @@ BENCH_PROMPT, BENCH_GEN = 128, 128
 ROUNDS = 5
 
 
+model = None                    # the GGUF both runtimes run (main sets it)
+
+
 def run_ours(*args):
-    out = subprocess.run([LLM_RUN, MODEL] + list(args), capture_output=True, text=True)
+    out = subprocess.run([LLM_RUN, model] + list(args), capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit("llm_run failed: %s" % out.stderr.strip())
     fields = {}
@@ -123,15 +130,21 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--write-fixture", action="store_true")
+    ap.add_argument("--quantize", metavar="TYPE",
+                    help="run on the default model requantized by llama.cpp (Q4_0, Q8_0, Q4_K_M...)")
     args = ap.parse_args()
+    global model
+    model = requantized(args.quantize)
+    if args.quantize and args.write_fixture:
+        raise SystemExit("--write-fixture is for the default model")
 
     import llama_cpp
     threads = str(args.threads)
-    llm = llama_cpp.Llama(model_path=MODEL, n_ctx=2048, n_batch=512, n_threads=args.threads,
+    llm = llama_cpp.Llama(model_path=model, n_ctx=2048, n_batch=512, n_threads=args.threads,
                           n_threads_batch=args.threads, verbose=False)
-    print("llama.cpp: llama-cpp-python %s, %d threads; tutor_llm: %s, %d threads"
-          % (getattr(llama_cpp, "__version__", "?"), args.threads, os.path.relpath(LLM_RUN, ROOT),
-             args.threads))
+    print("%s\nllama.cpp: llama-cpp-python %s, %d threads; tutor_llm: %s, %d threads"
+          % (os.path.relpath(model, ROOT), getattr(llama_cpp, "__version__", "?"), args.threads,
+             os.path.relpath(LLM_RUN, ROOT), args.threads))
     failures = 0
 
     # 1. tokenization

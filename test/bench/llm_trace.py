@@ -2,7 +2,7 @@
 """llm_trace.py -- where tutor_llm's forward pass and llama.cpp's part ways,
 op by op, on the same GGUF (a diagnostic, not part of the test command).
 
-    python3 test/bench/llm_trace.py [--threads N] [--steps N] [--prompt TEXT]
+    python3 test/bench/llm_trace.py [--threads N] [--steps N] [--prompt TEXT] [--quantize TYPE]
 
 llama.cpp (the oracle's llama-cpp-python, without flash attention as the
 oracle runs it) evaluates the prompt in one batch and then its own greedy
@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from llama_cpp_env import MODEL, ROOT, run_beside_llm_run  # noqa: E402
+from llama_cpp_env import ROOT, requantized, run_beside_llm_run  # noqa: E402
 
 LLM_RUN = os.path.join(ROOT, "build", "core", "llm_run")
 # the ops both runtimes name, in the order a layer computes them
@@ -31,7 +31,7 @@ LAYER_OPS = ["attn_norm", "Qcur", "Kcur", "Vcur", "kqv_out", "attn_out", "ffn_in
 FINAL_OPS = ["embd", "result_norm", "result_output"]
 
 
-def trace_llama(prompt, steps, threads):
+def trace_llama(model, prompt, steps, threads):
     """The prompt's ids, llama.cpp's intermediates {(step, layer, name):
     (rows, cols) array} and its greedy continuation."""
     import numpy as np
@@ -67,14 +67,14 @@ def trace_llama(prompt, steps, threads):
     quiet = L.llama_log_callback(lambda *a: None)     # kept alive while llama.cpp runs
     L.llama_log_set(quiet, None)
     L.llama_backend_init()
-    model = L.llama_model_load_from_file(MODEL.encode(), L.llama_model_default_params())
+    lm = L.llama_model_load_from_file(model.encode(), L.llama_model_default_params())
     cp = L.llama_context_default_params()
     cp.n_ctx, cp.n_batch, cp.n_ubatch = 2048, 512, 512
     cp.n_threads = cp.n_threads_batch = threads
     cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED
     cp.cb_eval = callback
-    ctx = L.llama_init_from_model(model, cp)
-    vocab = L.llama_model_get_vocab(model)
+    ctx = L.llama_init_from_model(lm, cp)
+    vocab = L.llama_model_get_vocab(lm)
     n_vocab = L.llama_vocab_n_tokens(vocab)
     text = prompt.encode()
     ids = (L.llama_token * (len(text) + 8))()
@@ -93,11 +93,11 @@ def trace_llama(prompt, steps, threads):
     return prompt_ids, found, cont[:steps]
 
 
-def trace_ours(prompt_ids, cont, threads):
+def trace_ours(model, prompt_ids, cont, threads):
     import numpy as np
     found = {}
     with tempfile.NamedTemporaryFile(suffix=".trace") as f:
-        out = subprocess.run([LLM_RUN, MODEL, "--threads", str(threads), "trace",
+        out = subprocess.run([LLM_RUN, model, "--threads", str(threads), "trace",
                               ",".join(map(str, prompt_ids)), ",".join(map(str, cont)) or "", f.name],
                              capture_output=True, text=True)
         if out.returncode != 0:
@@ -128,9 +128,11 @@ def main():
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--prompt", default="The three most important things to learn in algebra are")
     ap.add_argument("--layers", type=int, default=3, help="layers printed in full per step")
+    ap.add_argument("--quantize", metavar="TYPE", help="the default model requantized (llm_oracle.py)")
     args = ap.parse_args()
-    prompt_ids, theirs, cont = trace_llama(args.prompt, args.steps, args.threads)
-    ours = trace_ours(prompt_ids, cont, args.threads)
+    model = requantized(args.quantize)
+    prompt_ids, theirs, cont = trace_llama(model, args.prompt, args.steps, args.threads)
+    ours = trace_ours(model, prompt_ids, cont, args.threads)
     print("prompt: %d tokens; continuation %s" % (len(prompt_ids), cont))
     differing = 0
     for step in range(args.steps + 1):
