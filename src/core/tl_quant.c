@@ -594,7 +594,8 @@ tl_vec_dot_q4_0_q8_0(int64_t n, const void *w, const void *act)
 		for (int j = 0; j < TL_QK / 2; j++)
 			isum += ((x[b].qs[j] & 0x0f) - 8) * a[b].qs[j] +
 				((x[b].qs[j] >> 4) - 8) * a[b].qs[j + TL_QK / 2];
-		s += FP16(x[b].d) * FP16(a[b].d) * (float) isum;
+		/* in sequence, fused: llama.cpp's order for Q4_0 (tl_quant_avx2.c) */
+		s = fmaf((float) isum, FP16(x[b].d) * FP16(a[b].d), s);
 	}
 	return s;
 }

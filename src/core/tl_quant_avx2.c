@@ -439,14 +439,28 @@ tl_block_scales(const void *w, const void *a, __m256i p, __m256 *acc)
 	return ds;
 }
 
-static inline TL_AVX2 void
-tl_q4_0_block(const tl_block_q4_0 *x, const tl_block_q8_0 *a, __m256 *acc, __m128 *summ)
+/*
+ * Q4_0 sums its blocks in sequence: acc = fma(q.a, d * da, acc), block
+ * after block, one float per row.  That is the order of llama.cpp's AVX2
+ * build, which repacks Q4_0 weights eight rows interleaved and keeps one
+ * lane per row (its Q8_0 and Q4_1 products keep eight lanes per row and
+ * add them at the end, as the other kernels here do).
+ */
+static inline TL_AVX2 int
+tl_hsum_epi32(__m256i v)
 {
-	__m256i		q = _mm256_sub_epi8(tl_nibbles32(x->qs), _mm256_set1_epi8(8));
-	__m256i		p = tl_dot_i8_i8(q, tl_load32(a->qs));
+	__m128i		s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
 
-	(void) summ;
-	tl_block_scales(x, a, p, acc);
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+	return _mm_cvtsi128_si32(s);
+}
+
+/* the block's integer dot product q.a, in eight int32 lanes */
+static inline TL_AVX2 __m256i
+tl_q4_0_products(const tl_block_q4_0 *x, const tl_block_q8_0 *a)
+{
+	return tl_dot_i8_i8(_mm256_sub_epi8(tl_nibbles32(x->qs), _mm256_set1_epi8(8)), tl_load32(a->qs));
 }
 
 TL_AVX2 float
@@ -454,18 +468,37 @@ tl_vec_dot_q4_0_q8_0_avx2(int64_t n, const void *w, const void *act)
 {
 	const tl_block_q4_0 *x = w;
 	const tl_block_q8_0 *a = act;
-	TL_ACCUMULATORS;
+	float		acc = 0.0f;
 
-	TL_BLOCKS_IN_ORDER(tl_q4_0_block, x, a, n / TL_QK);
-	return TL_ACCUMULATED;
+	for (int64_t b = 0; b < n / TL_QK; b++)
+		acc = fmaf((float) tl_hsum_epi32(tl_q4_0_products(&x[b], &a[b])), H2F(x[b].d) * H2F(a[b].d), acc);
+	return acc;
 }
 
 TL_AVX2 void
 tl_vec_dot4_q4_0_q8_0_avx2(int64_t n, const void *w, size_t stride, const void *act, float *out)
 {
 	const tl_block_q8_0 *a = act;
+	const tl_block_q4_0 *r[4];
+	__m128		acc = _mm_setzero_ps();
 
-	TL_FOUR_ROWS(tl_q4_0_block, tl_block_q4_0, w, stride, a, n / TL_QK, out);
+	for (int i = 0; i < 4; i++)
+		r[i] = (const tl_block_q4_0 *) ((const uint8_t *) w + (size_t) i * stride);
+	for (int64_t b = 0; b < n / TL_QK; b++)
+	{
+		/* the four rows' sums side by side: exact, so any order will do */
+		__m256i		p01 = _mm256_hadd_epi32(tl_q4_0_products(&r[0][b], &a[b]),
+											tl_q4_0_products(&r[1][b], &a[b]));
+		__m256i		p23 = _mm256_hadd_epi32(tl_q4_0_products(&r[2][b], &a[b]),
+											tl_q4_0_products(&r[3][b], &a[b]));
+		__m256i		p = _mm256_hadd_epi32(p01, p23);
+		__m128i		sums = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+		__m128		d = _mm_cvtph_ps(_mm_setr_epi16((short) r[0][b].d, (short) r[1][b].d,
+													(short) r[2][b].d, (short) r[3][b].d, 0, 0, 0, 0));
+
+		acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sums), _mm_mul_ps(d, _mm_set1_ps(H2F(a[b].d))), acc);
+	}
+	_mm_storeu_ps(out, acc);
 }
 
 /* d * da * q.a, and m * s (s = da * sum(a), kept in the Q8_1 block) */
@@ -683,16 +716,6 @@ tl_q6_part(__m256i q, const int8_t *av, const int8_t *sc)
 	__m256i		p = _mm256_maddubs_epi16(q, tl_load32(av));
 
 	return _mm256_madd_epi16(p, _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0])));
-}
-
-static inline TL_AVX2 int
-tl_hsum_epi32(__m256i v)
-{
-	__m128i		s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-
-	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-	return _mm_cvtsi128_si32(s);
 }
 
 /*
