@@ -208,16 +208,41 @@ tl_vec_dot_f32(int64_t n, const void *w, const void *a)
 	return s;
 }
 
+/*
+ * F16 weights against F16 activations, in llama.cpp's two orders (see
+ * tl_f16_order): a single vector sums in 32 lanes with the remainder in
+ * double, a batch in 8 lanes (its tiled GEMM needs a length that is a
+ * multiple of 8; other lengths take the single-vector order there too).
+ */
 static float
 tl_vec_dot_f16(int64_t n, const void *w, const void *a)
 {
-	const uint16_t *x = w;
-	const float *y = a;
-	float		s = 0.0f;
+	const uint16_t *x = w,
+			   *y = a;
+	float		lane[32] = {0};
+	int64_t		laned = n - n % 32;
+	double		s;
 
+	for (int64_t i = 0; i < laned; i++)
+		lane[i % 32] = fmaf(tl_half_to_float(x[i]), tl_half_to_float(y[i]), lane[i % 32]);
+	s = tl_quant_f16_lanes_sum(lane, 1, TL_F16_VEC);
+	for (int64_t i = laned; i < n; i++)
+		s += (double) (tl_half_to_float(x[i]) * tl_half_to_float(y[i]));
+	return (float) s;
+}
+
+static float
+tl_vec_dot_f16_batch(int64_t n, const void *w, const void *a)
+{
+	const uint16_t *x = w,
+			   *y = a;
+	float		lane[8] = {0};
+
+	if (n % 8 != 0)
+		return tl_vec_dot_f16(n, w, a);
 	for (int64_t i = 0; i < n; i++)
-		s += tl_half_to_float(x[i]) * y[i];
-	return s;
+		lane[i % 8] = fmaf(tl_half_to_float(x[i]), tl_half_to_float(y[i]), lane[i % 8]);
+	return tl_quant_f16_lanes_sum(lane, 1, TL_F16_TILED);
 }
 
 float
@@ -1217,8 +1242,9 @@ tl_vec_dot_q8_K_q8_K(int64_t n, const void *w, const void *act)
 static const tl_qtype_traits tl_qtype_table[TL_QT_LIMIT] = {
 	[TL_QT_F32] = {"F32", 1, 4, TL_QT_F32, tl_f32_to_float, tl_f32_from_float,
 	tl_vec_dot_f32, AVX2(tl_vec_dot_f32_avx2), NULL, NULL},
-	[TL_QT_F16] = {"F16", 1, 2, TL_QT_F32, tl_f16_to_float, tl_f16_from_float,
-	tl_vec_dot_f16, AVX2(tl_vec_dot_f16_avx2), AVX2(tl_f16_from_float_avx2), NULL},
+	[TL_QT_F16] = {"F16", 1, 2, TL_QT_F16, tl_f16_to_float, tl_f16_from_float,
+		tl_vec_dot_f16, AVX2(tl_vec_dot_f16_avx2), AVX2(tl_f16_from_float_avx2), NULL,
+	tl_vec_dot_f16_batch, AVX2(tl_vec_dot_f16_batch_avx2)},
 	[TL_QT_BF16] = {"BF16", 1, 2, TL_QT_F32, tl_bf16_to_float, tl_bf16_from_float,
 	tl_vec_dot_bf16, AVX2(tl_vec_dot_bf16_avx2), NULL, NULL},
 	[TL_QT_Q4_0] = {"Q4_0", TL_QK, sizeof(tl_block_q4_0), TL_QT_Q8_0, tl_q4_0_to_float, tl_q4_0_from_float,
@@ -1335,6 +1361,18 @@ tl_quant_vec_dot(tl_qtype type)
 	if (t->vec_dot_avx2 && tl_quant_simd_active())
 		return t->vec_dot_avx2;
 	return t->vec_dot;
+}
+
+tl_vec_dot_fn
+tl_quant_vec_dot_for(tl_qtype type, int64_t n)
+{
+	const tl_qtype_traits *t = tl_qtype_info((int) type);
+
+	if (n < 2 || !t || !t->vec_dot_batch)
+		return tl_quant_vec_dot(type);
+	if (t->vec_dot_batch_avx2 && tl_quant_simd_active())
+		return t->vec_dot_batch_avx2;
+	return t->vec_dot_batch;
 }
 
 tl_vec_dot4_fn
@@ -1577,8 +1615,8 @@ tl_quant_matmul_multi(const tl_qmm_spec *specs, int n_specs, int64_t cols,
 		part->y = specs[i].y;
 		part->rows = specs[i].rows;
 		part->first = i == 0 ? 0 : job.parts[i - 1].first + job.parts[i - 1].rows;
-		part->dot = tl_quant_vec_dot(specs[i].type);
-		part->dot4 = tl_quant_vec_dot4(specs[i].type);
+		part->dot = tl_quant_vec_dot_for(specs[i].type, n);
+		part->dot4 = part->dot == tl_quant_vec_dot(specs[i].type) ? tl_quant_vec_dot4(specs[i].type) : NULL;
 		part->a_row = tl_qtype_row_size(at, cols);
 		if (at == TL_QT_F32)
 		{

@@ -188,6 +188,13 @@ typedef struct tl_qtype_traits
 	tl_from_float_fn from_float_avx2;	/* the same for from_float (same
 										 * result), or NULL */
 	tl_vec_dot4_fn vec_dot4_avx2;	/* four rows of vec_dot_avx2, or NULL */
+	/*
+	 * The dot product for a matmul of two or more vectors, where llama.cpp
+	 * sums those in another order than a single vector's (F16: its tiled
+	 * GEMM against its vector dot product), or NULL: vec_dot serves all.
+	 */
+	tl_vec_dot_fn vec_dot_batch;
+	tl_vec_dot_fn vec_dot_batch_avx2;
 } tl_qtype_traits;
 
 /*
@@ -208,6 +215,9 @@ size_t		tl_qtype_row_size(tl_qtype type, int64_t n);
  * forced; else the reference.  NULL for an unknown or storage-only type.
  */
 tl_vec_dot_fn tl_quant_vec_dot(tl_qtype type);
+
+/* The same for a matmul of n vectors (vec_dot_batch when n >= 2 and the type has one). */
+tl_vec_dot_fn tl_quant_vec_dot_for(tl_qtype type, int64_t n);
 
 /*
  * Summation orders for products of half-precision rows.  llama.cpp's CPU

@@ -107,26 +107,6 @@ tl_load_f16x8(const uint16_t *p)
 	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) p));
 }
 
-/* one accumulator, eight at a time: llama.cpp's order for its F16 products */
-TL_AVX2 float
-tl_vec_dot_f16_avx2(int64_t n, const void *w, const void *a)
-{
-	const uint16_t *x = w;
-	const float *y = a;
-	__m256		s0 = _mm256_setzero_ps();
-	int64_t		i = 0;
-	float		s;
-
-	for (; i + 8 <= n; i += 8)
-		s0 = _mm256_fmadd_ps(tl_load_f16x8(x + i), _mm256_loadu_ps(y + i), s0);
-	s = tl_hsum_ps(s0);
-	for (; i < n; i++)
-		s += H2F(x[i]) * y[i];
-	return s;
-}
-
-#define TL_F16_MAX_CHUNKS 64		/* head_dim up to 512 in registers' worth of chunks */
-
 /* The VEC order's sum of four accumulators (see tl_quant_f16_lanes_sum). */
 static inline TL_AVX2 float
 tl_hsum_vec4(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
@@ -137,6 +117,42 @@ tl_hsum_vec4(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
 	t = _mm_hadd_ps(t, t);
 	return _mm_cvtss_f32(_mm_hadd_ps(t, t));
 }
+
+/* F16 x F16 for one vector: 32 lanes, the remainder in double (tl_quant.c) */
+TL_AVX2 float
+tl_vec_dot_f16_avx2(int64_t n, const void *w, const void *a)
+{
+	const uint16_t *x = w,
+			   *y = a;
+	__m256		acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+	int64_t		i = 0;
+	double		s;
+
+	for (; i + 32 <= n; i += 32)
+		for (int j = 0; j < 4; j++)
+			acc[j] = _mm256_fmadd_ps(tl_load_f16x8(x + i + 8 * j), tl_load_f16x8(y + i + 8 * j), acc[j]);
+	s = tl_hsum_vec4(acc[0], acc[1], acc[2], acc[3]);
+	for (; i < n; i++)
+		s += (double) (H2F(x[i]) * H2F(y[i]));
+	return (float) s;
+}
+
+/* F16 x F16 in a batch: one accumulator of 8 lanes */
+TL_AVX2 float
+tl_vec_dot_f16_batch_avx2(int64_t n, const void *w, const void *a)
+{
+	const uint16_t *x = w,
+			   *y = a;
+	__m256		acc = _mm256_setzero_ps();
+
+	if (n % 8 != 0)
+		return tl_vec_dot_f16_avx2(n, w, a);
+	for (int64_t i = 0; i < n; i += 8)
+		acc = _mm256_fmadd_ps(tl_load_f16x8(x + i), tl_load_f16x8(y + i), acc);
+	return tl_hsum_ps(acc);
+}
+
+#define TL_F16_MAX_CHUNKS 64		/* head_dim up to 512 in registers' worth of chunks */
 
 /*
  * Scores for head sizes of 8 * chunks; inlined with a constant chunk

@@ -100,6 +100,7 @@ void		tl_k4_unpack_scales(const uint8_t *s, uint8_t *sc, uint8_t *m);
 
 float		tl_vec_dot_f32_avx2(int64_t n, const void *w, const void *a);
 float		tl_vec_dot_f16_avx2(int64_t n, const void *w, const void *a);
+float		tl_vec_dot_f16_batch_avx2(int64_t n, const void *w, const void *a);
 /* the scalar attention kernels (fmaf), which the AVX2 ones equal bit for bit */
 void		tl_f16_scores_ref(int D, int n_heads, const float *q, const uint16_t *k,
 							  size_t k_stride, int n_pos, float *out, size_t out_stride,

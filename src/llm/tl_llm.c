@@ -787,9 +787,17 @@ tl_llm_attention_task(void *arg, int64_t begin, int64_t end, int worker)
 	}
 }
 
+/*
+ * One layer for a batch of n tokens.  The feed-forward block runs for the
+ * last ff_rows tokens only: in the last layer nothing but the last
+ * token's output is read (and nothing at all when no logits are asked
+ * for).  llama.cpp trims the last layer the same way, so its single-row
+ * products there sum in the single-vector order (F16: tl_quant).
+ */
 static tl_status
-tl_llm_layer_forward(tl_llm_state *st, int il, int32_t n)
+tl_llm_layer_forward(tl_llm_state *st, int il, int32_t n, int32_t ff_rows)
 {
+	float	   *xs;
 	const tl_llm_config *c = &st->m->cfg;
 	const tl_llm_layer *L = &st->m->layers[il];
 	int			E = c->n_embd,
@@ -861,21 +869,24 @@ tl_llm_layer_forward(tl_llm_state *st, int il, int32_t n)
 		st->x[i] += st->proj[i];
 	TL_TRACE(st, "ffn_inp", il, st->x, n, E);
 
-	/* feed-forward */
-	for (int32_t t = 0; t < n; t++)
-		tl_llm_rmsnorm(st->h + (size_t) t * E, st->x + (size_t) t * E, L->ffn_norm, E, c->rms_eps);
-	TL_TRACE(st, "ffn_norm", il, st->h, n, E);
-	TL_TRY(tl_quant_matmul_multi(ffn, 2, E, st->h, n));
-	TL_TRACE(st, "ffn_gate", il, st->gate, n, F);
-	TL_TRACE(st, "ffn_up", il, st->up, n, F);
-	for (int32_t t = 0; t < n; t++)
+	/* feed-forward, for the last `ff_rows` tokens of the batch */
+	if (ff_rows == 0)
+		return TL_OK;
+	xs = st->x + (size_t) (n - ff_rows) * E;
+	for (int32_t t = 0; t < ff_rows; t++)
+		tl_llm_rmsnorm(st->h + (size_t) t * E, xs + (size_t) t * E, L->ffn_norm, E, c->rms_eps);
+	TL_TRACE(st, "ffn_norm", il, st->h, ff_rows, E);
+	TL_TRY(tl_quant_matmul_multi(ffn, 2, E, st->h, ff_rows));
+	TL_TRACE(st, "ffn_gate", il, st->gate, ff_rows, F);
+	TL_TRACE(st, "ffn_up", il, st->up, ff_rows, F);
+	for (int32_t t = 0; t < ff_rows; t++)
 		tl_vmath_swiglu(st->gate + (size_t) t * F, st->up + (size_t) t * F, F);
-	TL_TRACE(st, "ffn_swiglu", il, st->gate, n, F);
-	TL_TRY(tl_quant_matmul(st->proj, L->w_down.data, L->w_down.type, E, F, st->gate, n));
-	TL_TRACE(st, "ffn_out", il, st->proj, n, E);
-	for (size_t i = 0; i < (size_t) n * E; i++)
-		st->x[i] += st->proj[i];
-	TL_TRACE(st, "l_out", il, st->x, n, E);
+	TL_TRACE(st, "ffn_swiglu", il, st->gate, ff_rows, F);
+	TL_TRY(tl_quant_matmul(st->proj, L->w_down.data, L->w_down.type, E, F, st->gate, ff_rows));
+	TL_TRACE(st, "ffn_out", il, st->proj, ff_rows, E);
+	for (size_t i = 0; i < (size_t) ff_rows * E; i++)
+		xs[i] += st->proj[i];
+	TL_TRACE(st, "l_out", il, xs, ff_rows, E);
 	return TL_OK;
 }
 
@@ -929,7 +940,7 @@ tl_llm_eval(tl_llm_state *st, const int32_t *tokens, int32_t n, float *logits)
 	tl_llm_rope_angles(st, st->n_past, n);
 
 	for (int il = 0; il < c->n_layer; il++)
-		TL_TRY(tl_llm_layer_forward(st, il, n));
+		TL_TRY(tl_llm_layer_forward(st, il, n, il < c->n_layer - 1 ? n : logits ? 1 : 0));
 
 	if (logits)
 	{

@@ -806,6 +806,12 @@ test_vec_dot_simd(void **state)
 				if (!(err < (tt->block_size == 1 ? 1e-5 : 1e-6)))
 					fail_msg("%s n=%lld rep %d: AVX2 %.9g vs reference %.9g (scale %.3g)", tt->name,
 							 (long long) n, rep, got, ref, r.scale);
+				/* a batch order is written in fmaf and AVX2 alike: the same bits */
+				if (tt->vec_dot_batch && tt->vec_dot_batch(n, w, a) != tt->vec_dot_batch_avx2(n, w, a))
+					fail_msg("%s n=%lld rep %d: batch order, AVX2 %.9g vs reference %.9g", tt->name,
+							 (long long) n, rep, tt->vec_dot_batch_avx2(n, w, a), tt->vec_dot_batch(n, w, a));
+				if (type == TL_QT_F16 && tt->vec_dot(n, w, a) != simd(n, w, a))
+					fail_msg("F16 n=%lld rep %d: AVX2 and reference differ", (long long) n, rep);
 				free(xw);
 				free(xa);
 				free(w);
@@ -842,12 +848,16 @@ test_matmul_pool(void **state)
 		float	   *y1 = calloc((size_t) (n * rows), sizeof(float));
 		float	   *y2 = calloc((size_t) (n * rows), sizeof(float));
 		float	   *yv = calloc((size_t) rows, sizeof(float));
-		tl_vec_dot_fn dot = tl_quant_vec_dot(type);
+		tl_vec_dot_fn dot = tl_quant_vec_dot_for(type, n),
+					single = tl_quant_vec_dot(type);
 
 		for (int64_t r = 0; r < rows; r++)
 			tt->from_float(xf + r * cols, w + r * row_bytes, cols);
 
-		/* the naive loop: convert each vector, one dot per (vector, row) */
+		/*
+		 * the naive loop: convert each vector, one dot per (vector, row),
+		 * in the batch's order (F16 has its own)
+		 */
 		for (int64_t v = 0; v < n; v++)
 		{
 			void	   *a = tt->vec_dot_type == TL_QT_F32
@@ -870,8 +880,16 @@ test_matmul_pool(void **state)
 				fail_msg("%s matmul[%lld]: 1 thread %g, 2 threads %g, naive %g", tt->name,
 						 (long long) i, (double) y1[i], (double) y2[i], (double) expect[i]);
 		}
-		for (int64_t r = 0; r < rows; r++)
-			assert_true(yv[r] == expect[rows + r]);
+		/* one vector alone takes the single-vector dot */
+		{
+			void	   *a = tt->vec_dot_type == TL_QT_F32
+				? NULL : quantize_row(tt->vec_dot_type, x + cols, cols);
+
+			for (int64_t r = 0; r < rows; r++)
+				assert_true(yv[r] == single(cols, w + r * row_bytes, a ? a : (void *) (x + cols)));
+			free(a);
+		}
+		assert_true((dot == single) == (tt->vec_dot_batch == NULL));
 
 		/* and the whole approximates W x in float */
 		for (int64_t v = 0; v < n; v++)
@@ -940,7 +958,7 @@ test_matmul_bad_args(void **state)
 	assert_int_equal(traits(TL_QT_Q4_1)->vec_dot_type, TL_QT_Q8_1);
 	assert_int_equal(traits(TL_QT_Q5_1)->vec_dot_type, TL_QT_Q8_1);
 	assert_int_equal(traits(TL_QT_Q4_0)->vec_dot_type, TL_QT_Q8_0);
-	assert_int_equal(traits(TL_QT_F16)->vec_dot_type, TL_QT_F32);
+	assert_int_equal(traits(TL_QT_F16)->vec_dot_type, TL_QT_F16);
 }
 
 /*
