@@ -694,16 +694,16 @@ test_forward_reference(void **state)
 /*
  * Batches of two or more tokens give every token the same bits however
  * the prompt is split and on any number of threads.  Tokens fed one at a
- * time sum attention in the single-token order (llama.cpp's split, see
- * tl_llm_eval): their own bits, the same on any number of threads, and
- * within rounding of the batched ones.
+ * time sum attention (and F16 products) in the single-token order
+ * (llama.cpp's split, see tl_llm_eval): their own bits, the same on any
+ * number of threads, and within rounding of the batched ones.
  */
 static void
 test_batch_splits(void **state)
 {
 	int			threads = tl_pool_threads();
 
-	for (int a = 0; a < 2; a++)
+	for (int a = 0; a < 3; a++)
 	{
 		model_opts	o = default_opts();
 		test_model	tm;
@@ -718,7 +718,8 @@ test_batch_splits(void **state)
 					one_thread_single[N_VOCAB];
 		double		whole_d[N_VOCAB];
 
-		o.arch = a ? "qwen2" : "llama";
+		o.arch = a == 1 ? "qwen2" : "llama";
+		o.wtype = a == 2 ? TL_QT_F16 : TL_QT_F32;	/* F16: products whose order follows the batch too */
 		o.seed = 200 + a;
 		load_model(&tm, o);
 		random_tokens(tokens, TL_LLM_BATCH, 300 + a);
