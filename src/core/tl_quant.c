@@ -209,40 +209,46 @@ tl_vec_dot_f32(int64_t n, const void *w, const void *a)
 }
 
 /*
- * F16 weights against F16 activations, in llama.cpp's two orders (see
- * tl_f16_order): a single vector sums in 32 lanes with the remainder in
- * double, a batch in 8 lanes (its tiled GEMM needs a length that is a
- * multiple of 8; other lengths take the single-vector order there too).
+ * x . y for a half-precision row x and a row y given as floats (yf) or
+ * as halves (yh), summed in an order's lanes with fused multiply-adds; in
+ * the VEC order the elements past the last whole 32 are added in double
+ * (see tl_f16_order).  The scalar form of every half-precision product.
+ */
+static float
+tl_f16_dot_in_order(int64_t n, const uint16_t *x, const float *yf, const uint16_t *yh,
+					tl_f16_order order)
+{
+	int			L = tl_f16_lanes(order);
+	int64_t		laned = order == TL_F16_VEC ? n - n % 32 : n;
+	float		lane[TL_F16_MAX_LANES] = {0};
+	double		s;
+
+#define Y(i) (yf ? yf[i] : tl_half_to_float(yh[i]))
+	for (int64_t i = 0; i < laned; i++)
+		lane[i % L] = fmaf(tl_half_to_float(x[i]), Y(i), lane[i % L]);
+	s = tl_quant_f16_lanes_sum(lane, 1, order);
+	for (int64_t i = laned; i < n; i++)
+		s += (double) (tl_half_to_float(x[i]) * Y(i));
+#undef Y
+	return (float) s;
+}
+
+/*
+ * F16 weights against F16 activations, in llama.cpp's two orders: a
+ * single vector in VEC order, a batch in TILED order (its tiled GEMM
+ * needs a length that is a multiple of 8; other lengths take the VEC
+ * order there too).
  */
 static float
 tl_vec_dot_f16(int64_t n, const void *w, const void *a)
 {
-	const uint16_t *x = w,
-			   *y = a;
-	float		lane[32] = {0};
-	int64_t		laned = n - n % 32;
-	double		s;
-
-	for (int64_t i = 0; i < laned; i++)
-		lane[i % 32] = fmaf(tl_half_to_float(x[i]), tl_half_to_float(y[i]), lane[i % 32]);
-	s = tl_quant_f16_lanes_sum(lane, 1, TL_F16_VEC);
-	for (int64_t i = laned; i < n; i++)
-		s += (double) (tl_half_to_float(x[i]) * tl_half_to_float(y[i]));
-	return (float) s;
+	return tl_f16_dot_in_order(n, w, NULL, a, TL_F16_VEC);
 }
 
 static float
 tl_vec_dot_f16_batch(int64_t n, const void *w, const void *a)
 {
-	const uint16_t *x = w,
-			   *y = a;
-	float		lane[8] = {0};
-
-	if (n % 8 != 0)
-		return tl_vec_dot_f16(n, w, a);
-	for (int64_t i = 0; i < n; i++)
-		lane[i % 8] = fmaf(tl_half_to_float(x[i]), tl_half_to_float(y[i]), lane[i % 8]);
-	return tl_quant_f16_lanes_sum(lane, 1, TL_F16_TILED);
+	return tl_f16_dot_in_order(n, w, NULL, a, n % 8 == 0 ? TL_F16_TILED : TL_F16_VEC);
 }
 
 float
@@ -261,35 +267,14 @@ tl_quant_f16_lanes_sum(const float *l, size_t stride, tl_f16_order order)
 	return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
 }
 
-/* Elements of a row of D summed in lanes, and those left to double (VEC). */
-static inline int
-tl_f16_laned(int D, tl_f16_order order)
-{
-	return order == TL_F16_VEC ? D - D % 32 : D;
-}
-
 void
 tl_f16_scores_ref(int D, int n_heads, const float *q, const uint16_t *k, size_t k_stride,
-			  int n_pos, float *out, size_t out_stride, tl_f16_order order)
+				  int n_pos, float *out, size_t out_stride, tl_f16_order order)
 {
-	int			L = tl_f16_lanes(order),
-				laned = tl_f16_laned(D, order);
-
 	for (int p = 0; p < n_pos; p++)
 		for (int h = 0; h < n_heads; h++)
-		{
-			const uint16_t *kp = k + (size_t) p * k_stride;
-			const float *qh = q + (size_t) h * D;
-			float		lane[TL_F16_MAX_LANES] = {0};
-			double		s;
-
-			for (int d = 0; d < laned; d++)
-				lane[d % L] = fmaf(tl_half_to_float(kp[d]), qh[d], lane[d % L]);
-			s = tl_quant_f16_lanes_sum(lane, 1, order);
-			for (int d = laned; d < D; d++)
-				s += (double) (tl_half_to_float(kp[d]) * qh[d]);
-			out[(size_t) h * out_stride + p] = (float) s;
-		}
+			out[(size_t) h * out_stride + p] =
+				tl_f16_dot_in_order(D, k + (size_t) p * k_stride, q + (size_t) h * D, NULL, order);
 }
 
 void
